@@ -1,0 +1,6 @@
+"""`python -m routemq` is the `routemq` command."""
+import sys
+
+from routemq.cli import main
+
+sys.exit(main())

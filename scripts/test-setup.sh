@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian machine (run as root).
+#   - Debian packages: the broker, openssl (test CA) and Debian 12's own Python stack
+#     (python3-paho-mqtt 1.6.1 ...), which is test environment "deb".
+#   - A venv with the pinned PyPI versions (paho-mqtt 2.x ...): test environment "pypi".
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(mosquitto mosquitto-clients openssl iproute2 procps
+          python3 python3-venv python3-pytest python3-hypothesis
+          python3-paho-mqtt python3-sdnotify python3-pythonjsonlogger python3-configargparse)
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test-setup: apt-get install ${missing[*]}"
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV=.venvs/pypi
+PY=$(command -v python3.11 || command -v python3)
+stamp="$VENV/.requirements.sha"
+want=$(sha256sum requirements/pypi.txt | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "test-setup: venv $VENV from $PY"
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q -r requirements/pypi.txt
+  echo "$want" > "$stamp"
+fi
+echo "test-setup: ready"

@@ -1,0 +1,7 @@
+"""Shared test configuration: the repository root is importable as `routemq`."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
