@@ -1,0 +1,1 @@
+"""Router modules of the example application: each module defines `router`."""

@@ -1,0 +1,236 @@
+"""Routes, route groups and the router that dispatches a topic to its handler.
+
+The API is RouteMQ's, so a RouteMQ application's routers run unchanged:
+
+    router = Router()
+    router.on("alerts/{device_id}", SensorController.handle_alert)
+    router.on("sensors/{device_id}/data", SensorController.process_data,
+              shared=True, worker_count=3, qos=1)
+    with router.group(prefix="devices", middleware=[AuthMiddleware()]) as devices:
+        devices.on("{device_id}/commands", DeviceController.execute_command, qos=2)
+
+    await router.dispatch("sensors/42/data", {"t": 21}, client)
+    # -> await SensorController.process_data(device_id="42", payload={"t": 21}, client=client)
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Iterable, Sequence
+
+from routemq.middleware import Context, as_callable
+from routemq.topics import TopicPattern, TopicTree, parse_pattern
+
+Handler = Callable[..., Any]
+
+
+class NoRouteError(ValueError):
+    """No route matches a topic (a ValueError, as RouteMQ raises)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"No route found for topic: {topic}")
+        self.topic = topic
+
+
+async def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a sync or async callable and return its (awaited) result."""
+    result = func(*args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class Route:
+    """One pattern, its handler and how it is subscribed (qos, shared, worker_count)."""
+
+    def __init__(self, topic: str, handler: Handler, qos: int = 0,
+                 middleware: Sequence[Any] | None = None, shared: bool = False,
+                 worker_count: int = 1) -> None:
+        self.parsed: TopicPattern = parse_pattern(topic)
+        if not callable(handler):
+            raise ValueError(f"route {topic!r}: handler {handler!r} is not callable")
+        if isinstance(qos, bool) or qos not in (0, 1, 2):
+            raise ValueError(f"route {topic!r}: qos must be 0, 1 or 2, got {qos!r}")
+        if isinstance(worker_count, bool) or not isinstance(worker_count, int) \
+                or worker_count < 1:
+            raise ValueError(f"route {topic!r}: worker_count must be an integer >= 1, "
+                             f"got {worker_count!r}")
+        self.topic = topic
+        self.handler = handler
+        self.qos = qos
+        self.middleware = list(middleware or [])
+        for m in self.middleware:
+            as_callable(m)  # fail at registration, not on the first message
+        self.shared = bool(shared)
+        # As in RouteMQ: a route that is not shared runs on exactly one worker.
+        self.worker_count = worker_count if self.shared else 1
+        self.mqtt_topic = self.parsed.mqtt_filter
+
+    @property
+    def key(self) -> str:
+        """Identity used by the plan: the pattern, prefixed by how it is subscribed."""
+        return f"{'shared' if self.shared else 'single'}:{self.topic}"
+
+    @property
+    def handler_name(self) -> str:
+        h = self.handler
+        module = getattr(h, "__module__", None) or type(h).__module__
+        name = getattr(h, "__qualname__", None) or type(h).__qualname__
+        return f"{module}.{name}"
+
+    def matches(self, topic: str) -> dict[str, str] | None:
+        """The parameters if `topic` matches this route, else None."""
+        return self.parsed.match(topic)
+
+    def get_subscription_topic(self, group_name: str | None = None) -> str:
+        """`sensors/+/data`, or `$share/<group>/sensors/+/data` for a shared route and a group."""
+        if self.shared and group_name:
+            return f"$share/{group_name}/{self.mqtt_topic}"
+        return self.mqtt_topic
+
+    async def call(self, topic: str, payload: Any, client: Any,
+                   params: dict[str, str]) -> Any:
+        """Run the middleware chain and the handler for one message."""
+        if not self.middleware:  # the common case: no context dict, no chain
+            return await _call(self.handler, **params, payload=payload, client=client)
+        context: Context = {"topic": topic, "payload": payload, "params": params,
+                            "client": client, "route": self}
+        return await self._chain(0, context)
+
+    async def _chain(self, index: int, context: Context) -> Any:
+        if index == len(self.middleware):
+            return await _call(self.handler, **context["params"],
+                               payload=context["payload"], client=context["client"])
+        handle = as_callable(self.middleware[index])
+        return await _call(handle, context, lambda ctx: self._chain(index + 1, ctx))
+
+    def describe(self, group_name: str | None = None) -> dict[str, Any]:
+        """The route as plain data (for `routemq routes --json`)."""
+        return {
+            "topic": self.topic,
+            "mqtt_topic": self.mqtt_topic,
+            "subscription": self.get_subscription_topic(group_name),
+            "qos": self.qos,
+            "shared": self.shared,
+            "worker_count": self.worker_count,
+            "handler": self.handler_name,
+            "middleware": [type(m).__name__ if hasattr(m, "handle") else
+                           getattr(m, "__qualname__", repr(m)) for m in self.middleware],
+        }
+
+    def __repr__(self) -> str:
+        return (f"Route({self.topic!r}, qos={self.qos}, shared={self.shared}, "
+                f"worker_count={self.worker_count})")
+
+
+class RouterGroup:
+    """Routes sharing a topic prefix and middleware; usable as a context manager."""
+
+    def __init__(self, router: Router, prefix: str = "",
+                 middleware: Sequence[Any] | None = None) -> None:
+        self.router = router
+        self.prefix = prefix.strip("/") if prefix else ""
+        self.middleware = list(middleware or [])
+
+    def _full(self, topic: str) -> str:
+        return f"{self.prefix}/{topic}" if self.prefix else topic
+
+    def on(self, topic: str, handler: Handler | None = None, qos: int = 0,
+           middleware: Sequence[Any] | None = None, shared: bool = False,
+           worker_count: int = 1) -> Any:
+        """Register a route below this group's prefix, after the group's middleware."""
+        return self.router.on(self._full(topic), handler, qos,
+                              self.middleware + list(middleware or []), shared, worker_count)
+
+    def group(self, prefix: str = "", middleware: Sequence[Any] | None = None) -> RouterGroup:
+        """A nested group: prefixes join with '/', middleware lists concatenate."""
+        return RouterGroup(self.router, self._full(prefix.strip("/")) if prefix else self.prefix,
+                           self.middleware + list(middleware or []))
+
+    def __enter__(self) -> RouterGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class Router:
+    """The routes of an application and the topic tree that finds them."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self._tree: TopicTree[Route] = TopicTree()
+        self._keys: set[tuple[str, bool]] = set()
+
+    def on(self, topic: str, handler: Handler | None = None, qos: int = 0,
+           middleware: Sequence[Any] | None = None, shared: bool = False,
+           worker_count: int = 1) -> Any:
+        """Register a route and return it. Without a handler, return a decorator:
+
+            @router.on("sensors/{device_id}/data", shared=True, worker_count=3)
+            async def process(device_id, payload, client): ...
+        """
+        if handler is None:
+            def decorate(func: Handler) -> Handler:
+                self.on(topic, func, qos, middleware, shared, worker_count)
+                return func
+            return decorate
+        return self.add_route(Route(topic, handler, qos, middleware, shared, worker_count))
+
+    def add_route(self, route: Route) -> Route:
+        """Add a built route; two routes with the same MQTT filter and sharing are an error
+        (the broker keeps one subscription per filter, so the second could never run)."""
+        key = (route.mqtt_topic, route.shared)
+        if key in self._keys:
+            other = next(r for r in self.routes if (r.mqtt_topic, r.shared) == key)
+            raise ValueError(
+                f"route {route.topic!r} duplicates route {other.topic!r}: both subscribe to "
+                f"{route.mqtt_topic!r} ({'shared' if route.shared else 'not shared'})")
+        self._keys.add(key)
+        self.routes.append(route)
+        self._tree.add(route.parsed, route)
+        return route
+
+    def include(self, other: Router) -> None:
+        """Add every route of `other` (used to merge the routers of several modules)."""
+        for route in other.routes:
+            self.add_route(route)
+
+    def group(self, prefix: str = "", middleware: Sequence[Any] | None = None) -> RouterGroup:
+        """A group of routes with a shared prefix and middleware."""
+        return RouterGroup(self, prefix, middleware)
+
+    @property
+    def tree(self) -> TopicTree[Route]:
+        return self._tree
+
+    def match(self, topic: str) -> tuple[Route, dict[str, str]] | None:
+        """The most specific route for `topic` and its parameters, or None."""
+        return self._tree.best(topic)
+
+    def match_in(self, topic: str, routes: Iterable[Route]) -> tuple[Route, dict[str, str]] | None:
+        """The most specific route for `topic` among `routes` (those a worker holds)."""
+        allowed = {id(r) for r in routes}
+        best = None
+        for route, params in self._tree.match(topic):
+            if id(route) in allowed and (best is None or _more_specific(route, best[0])):
+                best = (route, params)
+        return best
+
+    async def dispatch(self, topic: str, payload: Any, client: Any) -> Any:
+        """Call the handler of the most specific route for `topic` through its middleware."""
+        found = self._tree.best(topic)
+        if found is None:
+            raise NoRouteError(topic)
+        route, params = found
+        return await route.call(topic, payload, client, params)
+
+    def shared_routes(self) -> list[Route]:
+        return [r for r in self.routes if r.shared]
+
+    def get_total_workers_needed(self) -> int:
+        """The largest worker_count among shared routes (RouteMQ's name; 0 without any)."""
+        return max((r.worker_count for r in self.routes if r.shared), default=0)
+
+
+def _more_specific(a: Route, b: Route) -> bool:
+    return a.parsed.specificity > b.parsed.specificity
