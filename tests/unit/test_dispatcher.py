@@ -1,0 +1,211 @@
+"""The worker's message pipeline without a broker (routemq.dispatcher)."""
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+
+import pytest
+
+from routemq.dispatcher import Dispatcher, dead_letter_payload
+from routemq.router import Router
+
+
+@dataclass
+class D:
+    topic: str
+    payload: bytes = b"{}"
+    qos: int = 1
+    mid: int = 0
+    subscription_ids: tuple = ()
+
+
+def make(router, **kw):
+    acked, dead = [], []
+    dispatcher = Dispatcher(router, client="C", ack=acked.append, dead_letter=dead.append, **kw)
+    dispatcher.hold(router.routes)
+    return dispatcher, acked, dead
+
+
+async def settle():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_shared_route_concurrency_is_bounded_and_ack_follows_handler():
+    async def main():
+        gate, running, peak = asyncio.Event(), [], []
+
+        async def handler(n, payload, client):
+            running.append(n)
+            peak.append(len(running))
+            await gate.wait()
+            running.remove(n)
+
+        router = Router()
+        router.on("s/{n}", handler, shared=True, worker_count=2)
+        d, acked, _ = make(router, max_inflight=3)
+        deliveries = [D(f"s/{i}", mid=i) for i in range(10)]
+        for x in deliveries:
+            d.submit(x)
+        await settle()
+        assert d.inflight == 3 and d.queued == 7
+        assert acked == []  # nothing acknowledged while handlers run
+        gate.set()
+        assert await d.drain(5)
+        assert sorted(x.mid for x in acked) == list(range(10))
+        assert max(peak) == 3
+        assert d.metrics.processed == 10
+    asyncio.run(main())
+
+
+def test_non_shared_route_runs_one_at_a_time_in_order():
+    async def main():
+        seen, active = [], [0]
+
+        async def handler(n, payload, client):
+            active[0] += 1
+            assert active[0] == 1
+            await asyncio.sleep(0.001 * (5 - int(n) % 5))  # later ones are faster
+            seen.append(int(n))
+            active[0] -= 1
+
+        router = Router()
+        router.on("c/{n}", handler, qos=2)
+        d, acked, _ = make(router, max_inflight=50)
+        for i in range(30):
+            d.submit(D(f"c/{i}", mid=i))
+        assert await d.drain(5)
+        assert seen == list(range(30))
+        assert [x.mid for x in acked] == list(range(30))
+    asyncio.run(main())
+
+
+def test_failing_handler_is_logged_counted_acked_and_dead_lettered(caplog):
+    async def main():
+        async def boom(payload, client):
+            if payload == {"bad": True}:
+                raise RuntimeError("kaput")
+
+        router = Router()
+        router.on("x/y", boom, shared=True)
+        d, acked, dead = make(router)
+        d.submit(D("x/y", b'{"bad": true}', mid=1))
+        d.submit(D("x/y", b'{"bad": false}', mid=2))
+        assert await d.drain(5)
+        assert [x.mid for x in acked] == [1, 2]
+        assert (d.metrics.errors, d.metrics.processed) == (1, 1)
+        assert dead[0]["error"] == "RuntimeError: kaput"
+        assert dead[0]["route"] == "x/y" and json.loads(dead[0]["payload"]) == {"bad": True}
+        assert json.loads(dead_letter_payload(dead[0]))["topic"] == "x/y"
+    with caplog.at_level(logging.ERROR, logger="routemq.dispatch"):
+        asyncio.run(main())
+    [record] = caplog.records
+    assert record.route == "x/y" and record.topic == "x/y"
+    assert record.exc_info and "kaput" in str(record.exc_info[1])
+
+
+def test_non_json_and_invalid_utf8_payloads_reach_handler_as_bytes():
+    async def main():
+        got = []
+        router = Router()
+        router.on("p", lambda payload, client: got.append(payload))
+        d, acked, _ = make(router)
+        for raw in (b"plain text", b"\xff\xfe\xfa", b'{"ok": 1}'):
+            d.submit(D("p", raw))
+        assert await d.drain(5)
+        assert got == [b"plain text", b"\xff\xfe\xfa", {"ok": 1}]
+    asyncio.run(main())
+
+
+def test_oversized_payload_rejected_without_calling_handler():
+    async def main():
+        calls = []
+        router = Router()
+        router.on("big", lambda payload, client: calls.append(1), shared=True)
+        d, acked, dead = make(router, max_payload_bytes=10)
+        d.submit(D("big", b"x" * 11, mid=5))
+        d.submit(D("big", b"x" * 10, mid=6))
+        assert await d.drain(5)
+        assert calls == [1]
+        assert [x.mid for x in acked] == [5, 6]
+        assert d.metrics.rejected == 1 and "over max_payload_bytes (10)" in dead[0]["error"]
+        assert dead[0]["payload"] == "x" * 11
+    asyncio.run(main())
+
+
+def test_unrouted_topic_is_counted_acked_and_logged_once(caplog):
+    async def main():
+        router = Router()
+        router.on("a", lambda payload, client: None)
+        d, acked, _ = make(router)
+        for i in range(5):
+            d.submit(D(f"nowhere/{i}", mid=i))
+        await d.drain(1)
+        assert d.metrics.unrouted == 5 and len(acked) == 5
+    with caplog.at_level(logging.WARNING, logger="routemq.dispatch"):
+        asyncio.run(main())
+    assert len(caplog.records) == 1 and "nowhere/0" in caplog.records[0].getMessage()
+
+
+def test_qos0_is_never_acked():
+    async def main():
+        router = Router()
+        router.on("a", lambda payload, client: None)
+        d, acked, _ = make(router)
+        d.submit(D("a", qos=0))
+        assert await d.drain(1)
+        assert acked == [] and d.metrics.processed == 1
+    asyncio.run(main())
+
+
+def test_subscription_identifier_picks_the_route():
+    async def main():
+        got = []
+        router = Router()
+        single = router.on("s/{id}/data", lambda id, payload, client: got.append(("single", id)))
+        shared = router.on("s/+/data", lambda payload, client: got.append(("shared",)),
+                           shared=True)
+        d, _, _ = make(router)
+        d.hold([single, shared], {1: single, 2: shared})
+        d.submit(D("s/1/data", subscription_ids=(2,)))
+        d.submit(D("s/2/data", subscription_ids=(1,)))
+        d.submit(D("s/3/data"))  # no identifier (MQTT 3.1.1): the most specific held route
+        await d.drain(1)
+        assert sorted(got) == [("shared",), ("single", "2"), ("single", "3")]
+    asyncio.run(main())
+
+
+def test_handler_timeout_is_an_error_and_acked():
+    async def main():
+        async def slow(payload, client):
+            await asyncio.sleep(10)
+
+        router = Router()
+        router.on("slow", slow, shared=True)
+        d, acked, dead = make(router, handler_timeout=0.05)
+        d.submit(D("slow", mid=9))
+        assert await d.drain(2)
+        assert [x.mid for x in acked] == [9] and d.metrics.errors == 1
+        assert dead[0]["error"] == "handler timed out after 0.05s"
+    asyncio.run(main())
+
+
+def test_stuck_handler_is_reported_and_drain_times_out():
+    async def main():
+        gate = asyncio.Event()
+
+        async def hang(payload, client):
+            await gate.wait()
+
+        router = Router()
+        router.on("h", hang, shared=True)
+        d, acked, _ = make(router, handler_timeout=100)
+        d.submit(D("h", mid=3))
+        await settle()
+        import time
+        assert not d.stuck()
+        assert d.stuck(now=time.monotonic() + 200)
+        assert await d.drain(0.05) is False
+        await d.cancel()
+        assert acked == []  # cancelled: left with the broker
+    asyncio.run(main())
