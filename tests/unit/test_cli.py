@@ -1,0 +1,101 @@
+"""The `routemq` command against the example application (subprocess, as users run it)."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EXAMPLE = os.path.join(ROOT, "examples", "iot")
+# Keep the machine's own /etc/routemq out of these tests.
+ISOLATED = tempfile.mkdtemp(prefix="routemq-cli-")
+open(os.path.join(ISOLATED, "empty.conf"), "w").close()
+
+
+def routemq(*args, env=None, cwd=None):
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("MQTT_", "ROUTEMQ_", "WORKER_", "LOG_"))}
+    full_env.update(PYTHONPATH=ROOT, ROUTEMQ_CONFIG=os.path.join(ISOLATED, "empty.conf"),
+                    ROUTEMQ_CONFIG_DIR=ISOLATED, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "routemq", *args], capture_output=True,
+                          text=True, env=full_env, cwd=cwd or ROOT, timeout=60)
+
+
+def test_routes_json_against_example_app():
+    r = routemq("routes", "--json", "--app-root", EXAMPLE,
+                env={"MQTT_GROUP_NAME": "production_workers"})
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)  # stdout is pure JSON: logs go to stderr
+    by_topic = {x["topic"]: x for x in doc["routes"]}
+    sensors = by_topic["sensors/{device_id}/data"]
+    assert sensors["subscription"] == "$share/production_workers/sensors/+/data"
+    assert (sensors["qos"], sensors["shared"], sensors["worker_count"]) == (1, True, 3)
+    assert sensors["handler"].endswith("SensorController.process_data")
+    commands = by_topic["devices/{device_id}/commands"]
+    assert commands["subscription"] == "devices/+/commands" and not commands["shared"]
+
+
+def test_routes_table():
+    r = routemq("routes", "--app-root", EXAMPLE)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].split() == [
+        "PATTERN", "FILTER", "SUBSCRIPTION", "QOS", "SHARED", "WORKERS", "HANDLER"]
+    assert "$share/routemq/telemetry/bulk" in r.stdout
+
+
+def test_config_json_shows_sources_and_redacts_secrets(tmp_path):
+    conf = tmp_path / "routemq.conf"
+    conf.write_text("mqtt_broker = broker.example\nmqtt_port = 8883\n")
+    r = routemq("config", "--json", "--config", str(conf), "--keepalive", "45",
+                env={"MQTT_PASSWORD": "s3cret-value", "MQTT_PORT": "1884"})
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["mqtt_broker"] == {"value": "broker.example", "source": f"config file {conf}"}
+    assert doc["mqtt_port"] == {"value": 1884, "source": "environment MQTT_PORT"}
+    assert doc["keepalive"] == {"value": 45, "source": "command line"}
+    assert doc["mqtt_password"]["value"] == "********"
+    assert "s3cret-value" not in r.stdout + r.stderr
+
+
+def test_bad_config_value_is_one_line_and_exit_2(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("mqtt_port = abc\n")
+    r = routemq("routes", "--config", str(conf), "--app-root", EXAMPLE)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f'routemq: config error: mqtt_port = "abc" in {conf}: not an integer']
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    conf = tmp_path / "bad.conf"
+    conf.write_text("# comment\nmqtt_brokr = x\n")
+    r = routemq("config", "--config", str(conf))
+    assert r.returncode == 2
+    assert "mqtt_brokr" in r.stderr and str(conf) in r.stderr and "unknown key" in r.stderr
+
+
+def test_missing_application_is_exit_2(tmp_path):
+    r = routemq("routes", "--app-root", str(tmp_path))
+    assert r.returncode == 2
+    assert "router package 'app.routers' not found under" in r.stderr
+
+
+def test_plan_json_covers_every_instance():
+    r = routemq("plan", "--json", "--workers", "4", "--app-root", EXAMPLE)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert sorted(doc["instances"]) == ["1", "2", "3", "4"]
+    assert len(doc["routes"]["shared:sensors/{device_id}/data"]) == 3
+
+
+def test_unknown_command():
+    r = routemq("frobnicate")
+    assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--help"]])
+def test_help(args):
+    r = routemq(*args)
+    assert r.returncode == 0 and "routemq worker --instance N" in r.stdout
