@@ -1,0 +1,81 @@
+"""Fixtures that run a REAL mosquitto on a free 127.0.0.1 port (see broker.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import pytest
+
+from tests.integration.broker import Collector, Mosquitto, Pki, TlsFiles, make_pki
+
+# Password used by ``auth_broker``; tests check it never leaks into logs or reprs.
+AUTH_USER = "routemq"
+AUTH_PASSWORD = "pw-Zq8#not-in-logs"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Test CA, server cert (SAN IP:127.0.0.1), client cert, and an unrelated second CA."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Factory: ``make_broker(**Mosquitto kwargs)`` starts a broker; all stopped at teardown."""
+    started: list[Mosquitto] = []
+
+    def make(**kwargs: object) -> Mosquitto:
+        b = Mosquitto(tmp_path / f"broker{len(started)}", **kwargs)  # type: ignore[arg-type]
+        started.append(b)
+        return b.start()
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def broker(make_broker: Callable[..., Mosquitto]) -> Mosquitto:
+    """A fresh broker with persistence on (survives ``restart()``), max_queued 100,000."""
+    return make_broker(persistence=True)
+
+
+@pytest.fixture(scope="session")
+def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One broker for the whole run, no persistence: for cheap tests using unique topics."""
+    b = Mosquitto(tmp_path_factory.mktemp("shared-broker"), persistence=False).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def tls_broker(make_broker: Callable[..., Mosquitto], pki: Pki) -> Mosquitto:
+    """Plain listener on ``port`` and TLS listener on ``tls_port`` (server cert from ``pki``).
+
+    ``tls_broker.pki`` is the Pki: ``ca_cert`` verifies it, ``other_ca_cert`` does not.
+    """
+    b = make_broker(persistence=True,
+                    tls=TlsFiles(pki.ca_cert, pki.server_cert, pki.server_key))
+    b.pki = pki
+    return b
+
+
+@pytest.fixture
+def auth_broker(make_broker: Callable[..., Mosquitto]) -> Mosquitto:
+    """Password file with AUTH_USER/AUTH_PASSWORD; anonymous clients are refused."""
+    return make_broker(users={AUTH_USER: AUTH_PASSWORD})
+
+
+@pytest.fixture
+def collector() -> Iterator[Callable[..., Collector]]:
+    """Factory: ``collector(broker, [(filter, qos)], protocol="5")`` -> a started Collector."""
+    started: list[Collector] = []
+
+    def make(broker: Mosquitto, topics: Sequence[tuple[str, int]], **kwargs: object) -> Collector:
+        c = Collector(broker, list(topics), **kwargs)  # type: ignore[arg-type]
+        started.append(c)
+        return c.start()
+
+    yield make
+    for c in started:
+        c.stop()
