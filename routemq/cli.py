@@ -106,8 +106,8 @@ def cmd_plan(config: Any) -> int:
 def cmd_worker(config: Any) -> int:
     from routemq.worker import run_worker
 
-    _load_app(config)  # a broken application is a configuration error (exit 2)
-    return run_worker(config, config.instance)
+    router = _load_app(config)  # a broken application is a configuration error (exit 2)
+    return run_worker(config, config.instance, router)
 
 
 COMMANDS: dict[str, tuple[Callable[[Any], int], Callable[[Any], None] | None]] = {

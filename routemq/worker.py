@@ -1,0 +1,416 @@
+"""One worker instance (`routemq worker --instance N`, unit `routemq-worker@N.service`).
+
+Shutdown and threading, in the order they matter:
+
+- paho's network thread receives deliveries and appends them to an inbox; the asyncio loop
+  (main thread) pumps the inbox into the Dispatcher, which runs the handlers and acks each
+  QoS 1 message only after its handler returned. The broker's flow control (MQTT 5 Receive
+  Maximum = max_inflight) bounds how many unacknowledged messages can pile up here.
+- WATCHDOG=1 is sent by a task on the same loop, so a handler that blocks the loop stops
+  the pings, and so does a handler stuck past its timeout (see Dispatcher.stuck).
+- SIGTERM: STOPPING=1, unsubscribe the shared filters (the broker hands our share to the
+  other members), finish every message already received within drain_timeout, disconnect.
+  What arrives after that is left unacknowledged in the persistent session: the broker
+  delivers it again when this instance comes back.
+- SIGHUP, or a new plan file: re-read the plan and change only the subscriptions that
+  changed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+import socket
+import time
+from collections import deque
+from typing import Any
+
+from routemq.dispatcher import Dispatcher, dead_letter_payload
+from routemq.metrics import WorkerMetrics
+from routemq.mqtt import ConnectOptions, Message, MqttClient
+from routemq.notify import Notifier
+from routemq.plan import Plan, PlanRoute, compute_plan, resolve_worker_count
+from routemq.registry import load_router
+from routemq.router import Route, Router
+from routemq.runtime import RuntimePaths, write_json_atomic
+
+log = logging.getLogger("routemq.worker")
+
+PLAN_WAIT = 10.0  # seconds to wait for a plan that includes this instance
+UNSUBACK_WAIT = 5.0
+
+
+class WorkerError(Exception):
+    """A fatal condition with a one-line explanation (bad plan, refused subscription)."""
+
+
+def client_id(prefix: str, instance: int, hostname: str | None = None) -> str:
+    """Stable per host and instance, so a restarted worker resumes its broker session."""
+    return f"{prefix}-{hostname or socket.gethostname()}-{instance}"
+
+
+def subscription_qos(route: Route) -> int:
+    """QoS 2 routes are received at QoS 1: paho takes ownership of a QoS 2 message at PUBREC,
+    before the handler runs, so a crash would lose it; QoS 1 with the ack after the handler
+    is at-least-once even across kill -9."""
+    return min(route.qos, 1)
+
+
+def plan_routes(router: Router) -> list[PlanRoute]:
+    return [PlanRoute(r.key, r.shared, r.worker_count) for r in router.routes]
+
+
+def standalone_plan(router: Router, worker_count: str | int) -> Plan:
+    """The plan a master would write for instances 1..worker_count."""
+    n = resolve_worker_count(worker_count, plan_routes(router))
+    return compute_plan(plan_routes(router), range(1, n + 1))
+
+
+class Worker:
+    def __init__(self, config: Any, instance: int, router: Router | None = None) -> None:
+        self.config = config
+        self.instance = instance
+        self.router = router or load_router(config.router_directory, config.app_root)
+        self.paths = RuntimePaths(config.runtime_dir)
+        self.notifier = Notifier()
+        self.metrics = WorkerMetrics()
+        self.state = "starting"
+        self.reconnects = 0
+        self.started_at = time.time()
+        self.client_id = client_id(config.client_id_prefix, instance)
+        self.route_ids = {route.key: i + 1 for i, route in enumerate(self.router.routes)}
+        self.held: list[Route] = []
+        self.subscribed: dict[str, tuple[str, int, int]] = {}  # route key -> entry
+        self._inbox: deque[Message] = deque()
+        self._wake_scheduled = False
+        self._pending_subacks: set[int] = set()
+        self._pending_unsubacks: dict[int, asyncio.Event] = {}
+        self._ready_sent = False
+        self._accepting = True
+        self._plan_mtime = 0.0
+        self._stop = asyncio.Event()
+        self._fail: WorkerError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.client = MqttClient(self._connect_options(), manual_ack=True,
+                                 on_connect=self._cb(self._on_connect),
+                                 on_connect_failed=self._cb(self._on_connect_failed),
+                                 on_disconnect=self._cb(self._on_disconnect),
+                                 on_message=self._on_message,
+                                 on_subscribe=self._cb(self._on_subscribe),
+                                 on_unsubscribe=self._cb(self._on_unsubscribe))
+        self.client.reconnect_delay_set(0.5, 30)
+        self.dispatcher = Dispatcher(
+            self.router, client=self.client, ack=self._ack,
+            max_inflight=config.max_inflight, handler_timeout=config.handler_timeout,
+            max_payload_bytes=config.max_payload_bytes, metrics=self.metrics,
+            dead_letter=self._dead_letter if config.dead_letter_topic else None)
+
+    def _connect_options(self) -> ConnectOptions:
+        c = self.config
+        return ConnectOptions(
+            host=c.mqtt_broker or "localhost", port=c.mqtt_port, client_id=self.client_id,
+            protocol=c.mqtt_protocol, keepalive=c.keepalive, persistent=True,
+            session_expiry=c.session_expiry, username=c.mqtt_username or None,
+            password=c.password, tls=bool(c.tls or c.tls_ca_file),
+            tls_ca_file=c.tls_ca_file or None, tls_cert_file=c.tls_cert_file or None,
+            tls_key_file=c.tls_key_file or None, tls_insecure=bool(c.tls_insecure),
+            receive_maximum=c.max_inflight)
+
+    # --- the plan ------------------------------------------------------------------------
+    def load_plan(self) -> list[Route]:
+        """The routes of this instance: from the master's plan file, or computed alone."""
+        if not os.path.exists(self.paths.plan):
+            plan = standalone_plan(self.router, self.config.worker_count)
+            if self.instance not in plan.assignments:
+                raise WorkerError(
+                    f"instance {self.instance} is not in the plan: no master plan at "
+                    f"{self.paths.plan} and workers = {len(plan.assignments)} "
+                    f"(worker_count = {self.config.worker_count})")
+            return self._routes_of(plan)
+        deadline = time.monotonic() + PLAN_WAIT
+        while True:
+            self._plan_mtime = _mtime(self.paths.plan)
+            plan = _read_plan(self.paths.plan)
+            if plan is not None and self.instance in plan.assignments:
+                return self._routes_of(plan)
+            if time.monotonic() > deadline:
+                raise WorkerError(f"instance {self.instance} is not in the plan "
+                                  f"{self.paths.plan} after waiting {PLAN_WAIT:.0f}s")
+            time.sleep(0.2)
+
+    def _routes_of(self, plan: Plan) -> list[Route]:
+        by_key = {r.key: r for r in self.router.routes}
+        keys = plan.assignments[self.instance]
+        unknown = [k for k in keys if k not in by_key]
+        if unknown:
+            log.warning("plan names routes this application does not define: %s",
+                        ", ".join(unknown))
+        return [by_key[k] for k in keys if k in by_key]
+
+    def _entry(self, route: Route) -> tuple[str, int, int]:
+        return (route.get_subscription_topic(self.config.mqtt_group_name),
+                subscription_qos(route), self.route_ids[route.key])
+
+    # --- paho thread -> loop -------------------------------------------------------------
+    def _cb(self, fn: Any) -> Any:
+        """Run a callback from paho's thread on the asyncio loop instead."""
+        def call(*args: Any) -> None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(fn, *args)
+        return call
+
+    def _on_message(self, msg: Message) -> None:  # paho's thread
+        self._inbox.append(msg)
+        if not self._wake_scheduled and self._loop is not None:
+            self._wake_scheduled = True  # one wake-up per burst, not one per message
+            self._loop.call_soon_threadsafe(self._pump)
+
+    def _pump(self) -> None:
+        self._wake_scheduled = False  # before draining: a later append schedules again
+        inbox, submit = self._inbox, self.dispatcher.submit
+        while inbox:
+            msg = inbox.popleft()
+            if self._accepting:
+                submit(msg)
+            # else: stopping; left unacknowledged in the session for the next start
+
+    def _ack(self, msg: Message) -> None:
+        self.client.ack(msg.mid, msg.qos, msg.generation)
+
+    def _dead_letter(self, record: dict[str, Any]) -> None:
+        record["worker"] = self.client_id
+        self.client.publish(self.config.dead_letter_topic, dead_letter_payload(record), qos=1)
+
+    # --- connection events (on the loop) -------------------------------------------------
+    def _on_connect(self, session_present: bool, reason: int) -> None:
+        log.info("connected to %s (session present: %s)", self.client.options.url,
+                 session_present)
+        self.state = "subscribing" if not self._ready_sent else "running"
+        self.subscribed = {}
+        self._subscribe(self.held)
+
+    def _subscribe(self, routes: list[Route]) -> None:
+        entries = [self._entry(r) for r in routes]
+        if not entries:
+            self._subscribed_all()
+            return
+        try:
+            self._pending_subacks.update(self.client.subscribe(entries))
+        except ConnectionError:
+            return  # on_connect subscribes again
+        for route, entry in zip(routes, entries):
+            self.subscribed[route.key] = entry
+            log.info("subscribing %s (qos %d)", entry[0], entry[1], extra={"route": route.topic})
+
+    def _on_subscribe(self, mid: int, granted: list[int]) -> None:
+        self._pending_subacks.discard(mid)
+        refused = [g for g in granted if g >= 0x80]
+        if refused:
+            log.error("broker refused a subscription (reason codes %s)", refused)
+            self._fail = WorkerError(f"broker refused subscription (reason {refused[0]:#x})")
+            self._stop.set()
+            return
+        if not self._pending_subacks:
+            self._subscribed_all()
+
+    def _subscribed_all(self) -> None:
+        self.state = "running"
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.notifier.ready(self.status_line())
+            log.info("ready: %d subscriptions", len(self.subscribed))
+
+    def _on_unsubscribe(self, mid: int) -> None:
+        event = self._pending_unsubacks.pop(mid, None)
+        if event is not None:
+            event.set()
+
+    def _on_connect_failed(self, reason: str) -> None:
+        self.state = "waiting for broker"
+        log.warning("%s; retrying", reason)
+        self.notifier.status(f"waiting for broker: {reason}")
+
+    def _on_disconnect(self, reason: str) -> None:
+        self.reconnects += 1
+        self.state = "reconnecting"
+        log.warning("%s; reconnecting", reason)
+        self.notifier.status(f"reconnecting to {self.client.options.url}: {reason}")
+
+    # --- reload --------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Re-read the plan and change only the subscriptions that changed."""
+        self.notifier.reloading()
+        try:
+            routes = self.load_plan()
+        except WorkerError as exc:
+            log.error("reload failed, keeping the current subscriptions: %s", exc)
+            self.notifier.ready()
+            return
+        new = {r.key for r in routes}
+        added = [r for r in routes if r.key not in self.subscribed]
+        removed = [k for k in self.subscribed if k not in new]
+        self.held = routes
+        self.dispatcher.hold(routes, self._sub_ids())
+        if self.client.connected:
+            self._subscribe(added)
+            if removed:
+                self._unsubscribe([self.subscribed.pop(k)[0] for k in removed])
+        log.info("plan reloaded: +%d -%d subscriptions", len(added), len(removed))
+        self.notifier.ready(self.status_line())
+
+    def _unsubscribe(self, filters: list[str]) -> asyncio.Event:
+        event = asyncio.Event()
+        try:
+            self._pending_unsubacks[self.client.unsubscribe(filters)] = event
+        except ConnectionError:
+            event.set()
+        return event
+
+    def _sub_ids(self) -> dict[int, Route]:
+        # Every route of the application, not only the held ones: a delivery that arrives
+        # just after a route moved away still names its route exactly.
+        return {self.route_ids[r.key]: r for r in self.router.routes}
+
+    # --- periodic work -------------------------------------------------------------------
+    async def _ticker(self) -> None:
+        """Watchdog pings, STATUS=, the health file and plan-change detection."""
+        interval = min(self.notifier.watchdog_interval or 1.0, self.config.health_interval)
+        last_health = 0.0
+        while not self._stop.is_set():
+            if not self.dispatcher.stuck():
+                self.notifier.watchdog()
+            elif self.state != "stuck":
+                self.state = "stuck"
+                log.error("a handler is stuck past handler_timeout; no more watchdog pings")
+            now = time.monotonic()
+            if now - last_health >= self.config.health_interval:
+                last_health = now
+                self.write_health()
+                self.notifier.status(self.status_line())
+                if self._ready_sent and os.path.exists(self.paths.plan) and \
+                        _mtime(self.paths.plan) != self._plan_mtime:
+                    self.reload()
+            try:
+                await asyncio.wait_for(self._stop.wait(), interval)
+            except TimeoutError:
+                pass
+
+    def status_line(self) -> str:
+        m = self.metrics
+        return (f"{self.state}; {len(self.held)} routes; {m._rate.rate(m.processed + m.errors)}"
+                f" msg/s; processed {m.processed}; errors {m.errors}")
+
+    def health(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "instance": self.instance, "pid": os.getpid(), "client_id": self.client_id,
+            "state": self.state, "connected": self.client.connected,
+            "subscriptions": sorted(e[0] for e in self.subscribed.values()),
+            "routes_held": [r.key for r in self.held],
+            "inflight": self.dispatcher.inflight, "queued": self.dispatcher.queued,
+            "reconnects": self.reconnects, "rss_bytes": _rss_bytes(),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "started_at": self.started_at, "updated_at": time.time(),
+            **self.metrics.snapshot(),
+        }
+
+    def write_health(self) -> None:
+        try:
+            write_json_atomic(self.paths.health(self.instance), self.health())
+        except OSError as exc:
+            log.warning("cannot write health file: %s", exc)
+
+    # --- main ----------------------------------------------------------------------------
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self.held = self.load_plan()
+        self.dispatcher.hold(self.held, self._sub_ids())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stop.set)
+        self._loop.add_signal_handler(signal.SIGHUP, self.reload)
+        log.info("worker %d starting: client id %s, %d routes, broker %s", self.instance,
+                 self.client_id, len(self.held), self.client.options.url)
+        self.notifier.status(f"connecting to {self.client.options.url}")
+        self.client.connect_async()
+        self.client.loop_start()
+        ticker = asyncio.create_task(self._ticker())
+        ticker.add_done_callback(self._ticker_done)
+        await self._stop.wait()
+        await self.shutdown()
+        ticker.cancel()
+        if self._fail is not None:
+            log.error("%s", self._fail)
+            return 1
+        return 0
+
+    def _ticker_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Without the ticker there are no watchdog pings or health files: stop loudly.
+            log.error("internal error in the periodic task", exc_info=task.exception())
+            self._fail = WorkerError(f"internal error: {task.exception()!r}")
+            self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Drain and disconnect (see the module docstring for the order)."""
+        self.state = "draining"
+        self.notifier.stopping(f"draining {self.dispatcher.inflight} in-flight messages")
+        shared = [e[0] for k, e in self.subscribed.items() if k.startswith("shared:")]
+        if shared and self.client.connected:
+            event = self._unsubscribe(shared)
+            try:
+                await asyncio.wait_for(event.wait(), UNSUBACK_WAIT)
+            except TimeoutError:
+                log.warning("no UNSUBACK within %.0fs", UNSUBACK_WAIT)
+        self._pump()  # everything received before the UNSUBACK is ours to finish
+        self._accepting = False
+        drained = await self.dispatcher.drain(self.config.drain_timeout)
+        if not drained:
+            log.warning("drain timeout (%.0fs): %d messages left unacknowledged for the next "
+                        "start", self.config.drain_timeout,
+                        self.dispatcher.inflight + self.dispatcher.queued)
+            await self.dispatcher.cancel()
+        await asyncio.to_thread(self.client.disconnect)
+        try:
+            os.unlink(self.paths.health(self.instance))
+        except FileNotFoundError:
+            pass
+        log.info("worker %d stopped: processed %d, errors %d", self.instance,
+                 self.metrics.processed, self.metrics.errors)
+
+
+def _read_plan(path: str) -> Plan | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Plan.from_json(f.read())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        log.warning("ignoring unreadable plan %s: %s", path, exc)
+        return None
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime_ns / 1e9
+    except FileNotFoundError:
+        return 0.0
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def run_worker(config: Any, instance: int, router: Router | None = None) -> int:
+    """Entry point of `routemq worker`: 0 on a clean stop, 1 on a fatal error."""
+    try:
+        worker = Worker(config, instance, router)
+        return asyncio.run(worker.run())
+    except WorkerError as exc:
+        log.error("worker %d: %s", instance, exc)
+        return 1
