@@ -233,6 +233,9 @@ class Worker:
         self.notifier.status(f"waiting for broker: {reason}")
 
     def _on_disconnect(self, reason: str) -> None:
+        if self.state == "draining":
+            log.info("%s", reason)  # our own DISCONNECT at the end of a drain
+            return
         self.reconnects += 1
         self.state = "reconnecting"
         log.warning("%s; reconnecting", reason)

@@ -21,11 +21,13 @@ PY=/usr/bin/python3
 export PYTHONPATH="$ROOT" ROUTEMQ_APP_ROOT="${ROUTEMQ_APP_ROOT:-$ROOT/examples/iot}"
 RUN=$(mktemp -d /tmp/routemq-run.XXXXXX)
 export ROUTEMQ_RUNTIME_DIR="$RUN/runtime"
-pids=()
+pids=()      # workers
+broker=""    # the private mosquitto, stopped after the workers have drained
 cleanup() {
   trap - INT TERM EXIT
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$broker" ]; then kill -TERM "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; fi
   rm -rf "$RUN"
 }
 trap cleanup EXIT
@@ -33,9 +35,10 @@ trap 'exit 0' INT TERM
 
 if [ -z "${MQTT_BROKER:-}" ]; then
   port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n' "$port" "$RUN" > "$RUN/mosquitto.conf"
-  /usr/sbin/mosquitto -c "$RUN/mosquitto.conf" >"$RUN/mosquitto.log" 2>&1 &
-  pids+=($!)
+  printf 'user %s\nlistener %s 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n' "$(id -un)" "$port" "$RUN" > "$RUN/mosquitto.conf"
+  # Its own session: Ctrl-C on the terminal must not stop the broker before the workers drain.
+  setsid /usr/sbin/mosquitto -c "$RUN/mosquitto.conf" >"$RUN/mosquitto.log" 2>&1 &
+  broker=$!
   export MQTT_BROKER=127.0.0.1 MQTT_PORT=$port
   echo "make run: started a private mosquitto on 127.0.0.1:$port (embedded default)"
 fi
