@@ -222,3 +222,23 @@ def test_sighup_reloads_the_plan_and_changes_only_what_changed(broker, tmp_path)
             time.sleep(0.05)
     finally:
         fleet.kill_all()
+
+
+def test_instance_outside_the_plan_is_a_clear_error(broker, tmp_path):
+    fleet = Fleet(broker, tmp_path / "fleet", 2)
+    worker = fleet.start(9)
+    assert worker.wait(30) == 1
+    errors = [r["message"] for r in worker.log_records() if r["level"] == "ERROR"]
+    assert any("instance 9 is not in the plan" in m and "workers = 2" in m for m in errors), \
+        worker.output()[-2000:]
+
+
+def test_crashed_worker_leaves_its_health_file(broker, tmp_path):
+    fleet = Fleet(broker, tmp_path / "fleet", 1)
+    worker = fleet.start(1)
+    health = worker.wait_running()
+    assert {"pid", "state", "connected", "subscriptions", "received", "processed", "errors",
+            "inflight", "routes", "reconnects", "rss_bytes", "cpu_seconds", "started_at",
+            "updated_at"} <= set(health)
+    worker.kill()
+    assert worker.health()["pid"] == health["pid"]  # stale, for the master to notice
