@@ -1,0 +1,116 @@
+"""The seed's WorkerManager: the shared routes of an application and its worker processes.
+
+    manager = WorkerManager(router, group_name="production_workers",
+                            router_directory="app.routers")
+    manager.get_shared_routes_info()   # [{"topic", "mqtt_topic", "qos", "worker_count"}, ...]
+    manager.start_workers(4)           # `routemq worker --instance 1..4` child processes
+    [w.pid for w in manager.workers if w.is_alive()]
+    manager.stop_workers()             # SIGTERM: each worker drains, then exits
+
+This is the child-process back end (development, tests); under systemd the same workers
+are the routemq-worker@N units.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Any, Mapping
+
+from routemq.notify import child_environment
+from routemq.plan import resolve_worker_count
+from routemq.router import Router
+
+
+class WorkerHandle:
+    """One worker child process (the seed's `worker.pid` / `worker.is_alive()`)."""
+
+    def __init__(self, instance: int, proc: subprocess.Popen[bytes]) -> None:
+        self.instance = instance
+        self.proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def is_alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.proc.poll()
+
+    def terminate(self) -> None:
+        if self.is_alive():
+            self.proc.send_signal(signal.SIGTERM)
+
+    def join(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class WorkerManager:
+    def __init__(self, router: Router, group_name: str | None = None,
+                 router_directory: str = "app.routers", *, app_root: str | None = None,
+                 worker_count: str | int = "auto",
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.router = router
+        self.group_name = group_name or os.environ.get("MQTT_GROUP_NAME", "routemq")
+        self.router_directory = router_directory
+        self.app_root = app_root or os.getcwd()
+        self.worker_count = worker_count
+        self.environ = dict(os.environ if environ is None else environ)
+        self.workers: list[WorkerHandle] = []
+
+    def get_shared_routes_info(self) -> list[dict[str, Any]]:
+        """The shared routes, as the seed describes them."""
+        return [{"topic": r.topic, "mqtt_topic": r.mqtt_topic, "qos": r.qos,
+                 "worker_count": r.worker_count,
+                 "subscription": r.get_subscription_topic(self.group_name)}
+                for r in self.router.shared_routes()]
+
+    def default_worker_count(self) -> int:
+        """WORKER_COUNT from the environment, else `worker_count`, "auto" = the largest
+        worker_count among shared routes."""
+        setting = self.environ.get("WORKER_COUNT") or self.worker_count
+        return resolve_worker_count(setting, self.router.routes)
+
+    def _spawn(self, instance: int) -> WorkerHandle:
+        env = child_environment(self.environ)
+        env.update(MQTT_GROUP_NAME=self.group_name, ROUTEMQ_APP_ROOT=self.app_root,
+                   ROUTEMQ_ROUTER_DIRECTORY=self.router_directory,
+                   WORKER_COUNT=str(self.default_worker_count()))
+        proc = subprocess.Popen([sys.executable, "-m", "routemq", "worker",
+                                 "--instance", str(instance)], env=env)
+        return WorkerHandle(instance, proc)
+
+    def start_workers(self, num_workers: int | None = None) -> list[WorkerHandle]:
+        """Start instances 1..num_workers (default: default_worker_count())."""
+        n = num_workers if num_workers is not None else self.default_worker_count()
+        if n < 1:
+            raise ValueError(f"num_workers must be >= 1, got {n}")
+        self.environ["WORKER_COUNT"] = str(n)
+        self.workers = [self._spawn(i) for i in range(1, n + 1)]
+        return self.workers
+
+    def restart_dead_workers(self) -> list[int]:
+        """Start again every worker that exited (the seed's health monitor); same instance
+        number, so it resumes its broker session. Returns the restarted instances."""
+        restarted = []
+        for i, handle in enumerate(self.workers):
+            if not handle.is_alive():
+                self.workers[i] = self._spawn(handle.instance)
+                restarted.append(handle.instance)
+        return restarted
+
+    def stop_workers(self, timeout: float = 30.0) -> None:
+        """SIGTERM every worker (each drains), wait, then SIGKILL what is left."""
+        for handle in self.workers:
+            handle.terminate()
+        for handle in self.workers:
+            if handle.join(timeout) is None:
+                handle.proc.kill()
+                handle.join(5)

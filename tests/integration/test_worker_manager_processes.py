@@ -1,0 +1,50 @@
+"""WorkerManager's child-process back end against a real broker."""
+import json
+import time
+
+from routemq.registry import load_router
+from routemq.worker_manager import WorkerManager
+from tests.integration.broker import publish_many
+from tests.integration.workers import APP, Fleet, tally
+
+
+def wait_all_running(fleet, pids, timeout=20):
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {}
+        for path in (fleet.runtime / "workers").glob("*.json"):
+            try:
+                h = json.loads(path.read_text())
+            except ValueError:
+                continue
+            states[h["pid"]] = h["state"]
+        if all(states.get(pid) == "running" for pid in pids):
+            return
+        assert time.monotonic() < deadline, states
+        time.sleep(0.05)
+
+
+def test_start_restart_and_stop_workers(broker, tmp_path):
+    fleet = Fleet(broker, tmp_path / "fleet", 2)  # for its environment and output reading
+    env = fleet.env(0)
+    env.pop("TEST_WORKER")  # each child records under its own pid
+    manager = WorkerManager(load_router("app.routers", APP), "testgroup",
+                            app_root=str(APP), environ=env)
+    workers = manager.start_workers(2)
+    try:
+        assert [w.instance for w in workers] == [1, 2] and all(w.is_alive() for w in workers)
+        wait_all_running(fleet, [w.pid for w in workers])
+        publish_many(broker, "work/1", 1000)
+        rows = fleet.wait_processed(1000, "work", timeout=30)
+        per_worker, per_message = tally(rows)
+        assert len(per_message) == 1000 and len(per_worker) == 2
+        old_pid = workers[0].pid
+        workers[0].proc.kill()
+        workers[0].join(10)
+        assert manager.restart_dead_workers() == [1]
+        assert manager.workers[0].pid != old_pid and manager.workers[0].is_alive()
+        wait_all_running(fleet, [w.pid for w in manager.workers])
+    finally:
+        manager.stop_workers()
+    assert [w.exitcode for w in manager.workers] == [0, 0]
+    assert not list((fleet.runtime / "workers").glob("*.json"))  # removed on a clean stop
