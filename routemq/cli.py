@@ -85,18 +85,13 @@ def cmd_config(config: Any) -> int:
 
 
 def cmd_plan(config: Any) -> int:
-    from routemq.plan import compute_plan, resolve_worker_count
-    from routemq.worker import plan_routes
+    from routemq.worker import standalone_plan
 
-    router = _load_app(config)
-    routes = plan_routes(router)
-    n = config.workers or resolve_worker_count(config.worker_count, routes)
-    plan = compute_plan(routes, range(1, n + 1))
+    plan = standalone_plan(_load_app(config), config.workers or config.worker_count)
     for warning in plan.warnings:
         print(f"routemq: warning: {warning}", file=sys.stderr)
     if config.json:
-        print(plan.to_json() if isinstance(plan.to_json(), str) else
-              json.dumps(plan.to_json(), indent=2))
+        print(plan.to_json())
         return 0
     rows = [[str(i), ", ".join(keys) or "-"] for i, keys in sorted(plan.assignments.items())]
     print(_table(rows, ["INSTANCE", "ROUTES"]))

@@ -26,9 +26,10 @@ from typing import Any, Callable, Iterable, Protocol
 from routemq.metrics import WorkerMetrics
 from routemq.payload import decode_payload
 from routemq.router import Route, Router
-from routemq.topics import extract_params
 
 log = logging.getLogger("routemq.dispatch")
+
+Params = dict[str, str]
 
 STUCK_GRACE = 5.0  # seconds a cancelled handler may take to end before we call it stuck
 
@@ -74,28 +75,32 @@ class Dispatcher:
         self.max_payload_bytes = max_payload_bytes
         self.dead_letter = dead_letter
         self.metrics = metrics or WorkerMetrics()
-        self.routes: list[Route] = []
+        self.routes: frozenset[Route] = frozenset()
         self.by_sub_id: dict[int, Route] = {}
-        self._pending: deque[tuple[Route, Any]] = deque()  # shared deliveries over the bound
-        self._ordered: dict[str, deque[Any]] = {}  # per non-shared route, in arrival order
+        # Deliveries waiting with their route parameters: shared ones over the bound, and per
+        # non-shared route in arrival order.
+        self._pending: deque[tuple[Route, Any, Params]] = deque()
+        self._ordered: dict[str, deque[tuple[Any, Params]]] = {}
         self._busy_ordered: set[str] = set()
         self._running: set[asyncio.Task[None]] = set()
         self._active: dict[object, float] = {}  # one entry per handler running: its start
         self._idle = asyncio.Event()
         self._idle.set()
         self._unrouted_log = RateLimitedLog()
-        self.progress = 0  # bumps on every finished message; the watchdog reads it
 
     # --- what this worker holds ----------------------------------------------------------
     def hold(self, routes: Iterable[Route], sub_ids: dict[int, Route] | None = None) -> None:
         """Set the routes this worker holds and the subscription identifiers naming them."""
-        self.routes = list(routes)
+        self.routes = frozenset(routes)
         self.by_sub_id = dict(sub_ids or {})
 
-    def resolve(self, delivery: Any) -> tuple[Route, dict[str, str]] | None:
+    def resolve(self, delivery: Any) -> tuple[Route, Params] | None:
+        """The route of a delivery and its parameters, or None."""
         for sub_id in delivery.subscription_ids:
             route = self.by_sub_id.get(sub_id)
             if route is not None:
+                # Checked, not trusted: a persistent session may still hold a subscription
+                # made by an older version of the application under the same identifier.
                 params = route.matches(delivery.topic)
                 if params is not None:
                     return route, params
@@ -121,7 +126,7 @@ class Dispatcher:
                                topic=delivery.topic)
             self._finish(delivery)
             return
-        route, _ = found
+        route, params = found
         if len(delivery.payload) > self.max_payload_bytes:
             self.metrics.rejected += 1
             error = (f"payload of {len(delivery.payload)} bytes is over max_payload_bytes "
@@ -132,14 +137,14 @@ class Dispatcher:
         self._idle.clear()
         if not route.shared:
             queue = self._ordered.setdefault(route.key, deque())
-            queue.append(delivery)
+            queue.append((delivery, params))
             if route.key not in self._busy_ordered:
                 self._busy_ordered.add(route.key)
                 self._spawn(self._run_ordered(route, queue))
         elif len(self._running) < self.max_inflight:
-            self._spawn(self._process(route, delivery))
+            self._spawn(self._process(route, delivery, params))
         else:
-            self._pending.append((route, delivery))
+            self._pending.append((route, delivery, params))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -149,27 +154,24 @@ class Dispatcher:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
         while self._pending and len(self._running) < self.max_inflight:
-            route, delivery = self._pending.popleft()
-            self._spawn(self._process(route, delivery))
+            self._spawn(self._process(*self._pending.popleft()))
         if not self._running and not self._pending:
             self._idle.set()
 
-    async def _run_ordered(self, route: Route, queue: deque[Any]) -> None:
+    async def _run_ordered(self, route: Route, queue: deque[tuple[Any, Params]]) -> None:
         try:
             while queue:
-                await self._process(route, queue[0])
+                await self._process(route, *queue[0])
                 queue.popleft()
         finally:
             self._busy_ordered.discard(route.key)
 
     # --- one message ---------------------------------------------------------------------
-    async def _process(self, route: Route, delivery: Any) -> None:
-        started = time.perf_counter()
+    async def _process(self, route: Route, delivery: Any, params: Params) -> None:
         token = object()
-        self._active[token] = time.monotonic()
+        self._active[token] = started = time.monotonic()
         ok = False
         try:
-            params = extract_params(route.parsed.levels, delivery.topic.split("/"))
             payload = decode_payload(delivery.payload)
             if self.handler_timeout > 0:
                 async with asyncio.timeout(self.handler_timeout):
@@ -186,11 +188,10 @@ class Dispatcher:
             self._failed(route, delivery, f"{type(exc).__name__}: {exc}", exc)
         finally:
             del self._active[token]
-        self.metrics.handled(route.key, time.perf_counter() - started, ok)
+        self.metrics.handled(route.key, time.monotonic() - started, ok)
         self._finish(delivery)
 
     def _finish(self, delivery: Any) -> None:
-        self.progress += 1
         if delivery.qos:
             self.ack(delivery)
 

@@ -23,19 +23,6 @@ class RuntimePaths:
     def health(self, instance: int) -> str:
         return os.path.join(self.workers, f"{instance}.json")
 
-    def health_files(self) -> dict[int, str]:
-        """Instance number -> health file, for every worker that wrote one."""
-        found: dict[int, str] = {}
-        try:
-            names = os.listdir(self.workers)
-        except FileNotFoundError:
-            return found
-        for name in names:
-            stem, ext = os.path.splitext(name)
-            if ext == ".json" and stem.isdigit():
-                found[int(stem)] = os.path.join(self.workers, name)
-        return found
-
 
 def write_json_atomic(path: str, data: Any) -> None:
     directory = os.path.dirname(path) or "."
@@ -52,12 +39,3 @@ def write_json_atomic(path: str, data: Any) -> None:
         except FileNotFoundError:
             pass
         raise
-
-
-def read_json(path: str) -> Any | None:
-    """The document at `path`, or None when it does not exist or is not valid JSON."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
-        return None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import keyword
 from dataclasses import dataclass, field
-from typing import Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, TypeVar
 
 V = TypeVar("V")
 
@@ -153,14 +153,6 @@ def parse_pattern(pattern: str) -> TopicPattern:
     return TopicPattern(pattern, levels, mqtt_filter, names, specificity)
 
 
-def validate_topic(topic: str) -> None:
-    """Raise ValueError unless `topic` is a valid MQTT topic *name* (publishable)."""
-    if not topic:
-        raise ValueError("invalid topic '': empty")
-    if "+" in topic or "#" in topic or "\x00" in topic:
-        raise ValueError(f"invalid topic {topic!r}: wildcards and NUL are not allowed")
-
-
 class _Entry(Generic[V]):
     __slots__ = ("pattern", "value", "order")
 
@@ -235,12 +227,15 @@ class TopicTree(Generic[V]):
         parts = topic.split("/")
         return [(e.value, extract_params(e.pattern.levels, parts)) for e in self._walk(parts)]
 
-    def best(self, topic: str) -> tuple[V, dict[str, str]] | None:
+    def best(self, topic: str, accept: Callable[[V], bool] | None = None
+             ) -> tuple[V, dict[str, str]] | None:
         """The most specific match: literal beats `{x}`/`+` beats `#`, level by level from the
-        left; among equals, the one added first."""
+        left; among equals, the one added first. `accept` limits the candidates."""
         parts = topic.split("/")
         best: _Entry[V] | None = None
         for e in self._walk(parts):
+            if accept is not None and not accept(e.value):
+                continue
             if best is None or (e.pattern.specificity, -e.order) > (
                     best.pattern.specificity, -best.order):
                 best = e

@@ -63,9 +63,9 @@ def plan_routes(router: Router) -> list[PlanRoute]:
 
 
 def standalone_plan(router: Router, worker_count: str | int) -> Plan:
-    """The plan a master would write for instances 1..worker_count."""
-    n = resolve_worker_count(worker_count, plan_routes(router))
-    return compute_plan(plan_routes(router), range(1, n + 1))
+    """The plan a master would write for instances 1..worker_count ("auto" resolved)."""
+    routes = plan_routes(router)
+    return compute_plan(routes, range(1, resolve_worker_count(worker_count, routes) + 1))
 
 
 class Worker:
@@ -80,7 +80,11 @@ class Worker:
         self.reconnects = 0
         self.started_at = time.time()
         self.client_id = client_id(config.client_id_prefix, instance)
+        # Subscription identifier of each route: its position in the application. The map
+        # covers every route, not only the held ones, so a delivery that arrives just after
+        # its route moved to another instance still names its route exactly.
         self.route_ids = {route.key: i + 1 for i, route in enumerate(self.router.routes)}
+        self.by_sub_id = {i + 1: route for i, route in enumerate(self.router.routes)}
         self.held: list[Route] = []
         self.subscribed: dict[str, tuple[str, int, int]] = {}  # route key -> entry
         self._inbox: deque[Message] = deque()
@@ -255,7 +259,7 @@ class Worker:
         added = [r for r in routes if r.key not in self.subscribed]
         removed = [k for k in self.subscribed if k not in new]
         self.held = routes
-        self.dispatcher.hold(routes, self._sub_ids())
+        self.dispatcher.hold(routes, self.by_sub_id)
         if self.client.connected:
             self._subscribe(added)
             if removed:
@@ -271,11 +275,6 @@ class Worker:
             event.set()
         return event
 
-    def _sub_ids(self) -> dict[int, Route]:
-        # Every route of the application, not only the held ones: a delivery that arrives
-        # just after a route moved away still names its route exactly.
-        return {self.route_ids[r.key]: r for r in self.router.routes}
-
     # --- periodic work -------------------------------------------------------------------
     async def _ticker(self) -> None:
         """Watchdog pings, STATUS=, the health file and plan-change detection."""
@@ -290,20 +289,21 @@ class Worker:
             now = time.monotonic()
             if now - last_health >= self.config.health_interval:
                 last_health = now
-                self.write_health()
-                self.notifier.status(self.status_line())
-                if self._ready_sent and os.path.exists(self.paths.plan) and \
-                        _mtime(self.paths.plan) != self._plan_mtime:
+                health = self.health()
+                self.write_health(health)
+                self.notifier.status(self.status_line(health))
+                if self._ready_sent and \
+                        _mtime(self.paths.plan) not in (0.0, self._plan_mtime):
                     self.reload()
             try:
                 await asyncio.wait_for(self._stop.wait(), interval)
             except TimeoutError:
                 pass
 
-    def status_line(self) -> str:
-        m = self.metrics
-        return (f"{self.state}; {len(self.held)} routes; {m._rate.rate(m.processed + m.errors)}"
-                f" msg/s; processed {m.processed}; errors {m.errors}")
+    def status_line(self, health: dict[str, Any] | None = None) -> str:
+        h = health or self.health()
+        return (f"{h['state']}; {len(h['routes_held'])} routes; {h['rate']} msg/s; "
+                f"processed {h['processed']}; errors {h['errors']}")
 
     def health(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -319,9 +319,9 @@ class Worker:
             **self.metrics.snapshot(),
         }
 
-    def write_health(self) -> None:
+    def write_health(self, health: dict[str, Any]) -> None:
         try:
-            write_json_atomic(self.paths.health(self.instance), self.health())
+            write_json_atomic(self.paths.health(self.instance), health)
         except OSError as exc:
             log.warning("cannot write health file: %s", exc)
 
@@ -329,7 +329,7 @@ class Worker:
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         self.held = self.load_plan()
-        self.dispatcher.hold(self.held, self._sub_ids())
+        self.dispatcher.hold(self.held, self.by_sub_id)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop.set)
         self._loop.add_signal_handler(signal.SIGHUP, self.reload)

@@ -4,8 +4,6 @@ import json
 import logging
 from dataclasses import dataclass
 
-import pytest
-
 from routemq.dispatcher import Dispatcher, dead_letter_payload
 from routemq.router import Router
 

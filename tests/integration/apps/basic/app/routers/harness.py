@@ -5,7 +5,6 @@ $TEST_OUT/<worker>.log (line-buffered: a kill -9 cannot lose a recorded line), s
 what was processed from the messages themselves.
 """
 import asyncio
-import json
 import os
 import time
 
