@@ -4,9 +4,13 @@
     routemq config [--json]            the effective configuration and where each value came from
     routemq plan [--workers N] [--json]  which instance subscribes to which route
     routemq worker --instance N        one worker (what routemq-worker@N.service runs)
+    routemq status [--json]            the fleet: workers, routes, master, overall health
+    routemq metrics                    the same in Prometheus text format
 
 Exit status: 0 success, 1 runtime failure, 2 bad configuration or application (systemd
 units list 2 in RestartPreventExitStatus, so a broken config does not restart in a loop).
+`routemq status`: 0 healthy, 1 degraded, 3 unhealthy or nothing running (as systemctl's 3 for
+an inactive unit), 2 bad configuration.
 """
 from __future__ import annotations
 
@@ -105,11 +109,31 @@ def cmd_worker(config: Any) -> int:
     return run_worker(config, config.instance, router)
 
 
+def cmd_status(config: Any) -> int:
+    from routemq.fleet import read_configured_fleet
+    from routemq.status import build_status, exit_code, render_table
+
+    status = build_status(read_configured_fleet(config))
+    print(json.dumps(status, indent=2) if config.json else render_table(status))
+    return exit_code(status)
+
+
+def cmd_metrics(config: Any) -> int:
+    from routemq.fleet import read_configured_fleet
+    from routemq.prometheus import render_metrics
+    from routemq.status import build_status
+
+    sys.stdout.write(render_metrics(build_status(read_configured_fleet(config))))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[Any], int], Callable[[Any], None] | None]] = {
     "routes": (cmd_routes, _json_flag),
     "config": (cmd_config, _json_flag),
     "plan": (cmd_plan, _plan_args),
     "worker": (cmd_worker, _worker_args),
+    "status": (cmd_status, _json_flag),
+    "metrics": (cmd_metrics, None),
 }
 
 

@@ -1,0 +1,387 @@
+"""The fleet dashboard (the seed's WorkerDashboard), built from a fleet Snapshot without I/O.
+
+    snap = routemq.fleet.read_fleet(config.runtime_dir, health_interval=1.0)
+    status = build_status(snap)           # a JSON-ready dict: `routemq status --json`
+    print(render_table(status))           # `routemq status`
+    sys.exit(exit_code(status))           # 0 healthy, 1 degraded, 3 unhealthy
+
+Who is alive: a worker whose process exists and whose health file was rewritten within
+max(3 x health_interval, 5 s); under systemd its unit must also be active. A planned instance
+with no health file is "missing"; a crashed worker leaves a stale file ("dead" when its pid is
+gone, "stale" when the pid exists but the file is old: hung, or the pid was reused).
+
+Overall health, as the seed computes it: the share of planned instances alive; healthy at
+90 % or more, degraded at 70 % or more, else unhealthy (and unhealthy when nothing is planned).
+
+Two figures are derived, not measured, because one snapshot has no history:
+- cpu_percent is the average since the worker started: cpu_seconds / uptime x 100;
+- latency_avg_ms weighs each route's lifetime average by its message count, and
+  latency_p99_ms is the worst route's p99 over its last 1,000 messages (an upper bound of the
+  worker-wide p99).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from routemq.fleet import Snapshot, UnitState
+
+HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+# `routemq status` exit codes; 3 as systemctl's "unit not active", 2 stays a config error.
+EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 3}
+
+
+def freshness_limit(health_interval: float) -> float:
+    """Seconds after which a health file is stale: three missed writes, at least 5 s."""
+    return max(3 * health_interval, 5.0)
+
+
+def overall_health(alive: int, planned: int) -> dict[str, Any]:
+    """The seed's _get_health_status, with its keys.
+
+        >>> overall_health(3, 4)["status"], overall_health(9, 10)["status"]
+        ('degraded', 'healthy')
+    """
+    percentage = alive / planned * 100 if planned else 0.0
+    status = HEALTHY if percentage >= 90 else DEGRADED if percentage >= 70 else UNHEALTHY
+    return {"status": status, "healthy_workers": alive, "total_workers": planned,
+            "health_percentage": round(percentage, 1)}
+
+
+def exit_code(status: Mapping[str, Any]) -> int:
+    return EXIT_CODES[status["health"]["status"]]
+
+
+def classify(health: Mapping[str, Any] | None, pid_alive: bool | None, unit: UnitState | None,
+             now: float, health_interval: float) -> tuple[bool, str]:
+    """(alive, state) of one instance.
+
+        >>> classify({"pid": 7, "updated_at": 100.0, "state": "running"}, True, None, 101, 1)
+        (True, 'running')
+        >>> classify({"pid": 7, "updated_at": 100.0, "state": "running"}, False, None, 101, 1)
+        (False, 'dead')
+    """
+    if unit is not None and not unit.active:
+        # systemd's word first: failed, activating (starting or auto-restart), inactive.
+        return False, unit.active_state if unit.sub_state in ("", "dead", unit.active_state) \
+            else f"{unit.active_state}/{unit.sub_state}"
+    if health is None:
+        return False, "missing" if unit is None else "starting"
+    updated = health.get("updated_at")
+    if not isinstance(health.get("pid"), int) or not isinstance(updated, (int, float)):
+        return False, "unreadable"
+    if not pid_alive:
+        return False, "dead"
+    if now - updated > freshness_limit(health_interval):
+        return False, "stale"
+    return True, str(health.get("state", "unknown"))
+
+
+def _latency(routes: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(count-weighted average, worst p99) over a health file's per-route figures, in ms."""
+    total = weighted = 0.0
+    worst = None
+    for stats in routes.values():
+        if not isinstance(stats, Mapping):
+            continue
+        n = _num(stats.get("processed")) + _num(stats.get("errors"))
+        if n:
+            total += n
+            weighted += n * _num(stats.get("avg_ms"))
+            worst = max(worst or 0.0, _num(stats.get("p99_ms")))
+    return (round(weighted / total, 3) if total else None), worst
+
+
+def _num(value: Any) -> float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _restarts(instance: int, unit: UnitState | None, master: Mapping[str, Any] | None
+              ) -> int | None:
+    if unit is not None:
+        return unit.restarts
+    counts = (master or {}).get("restarts") or {}
+    value = counts.get(str(instance))
+    return value if isinstance(value, int) else None
+
+
+def _worker_row(instance: int, planned: bool, health: Mapping[str, Any] | None, snap: Snapshot,
+                now: float) -> dict[str, Any]:
+    unit = (snap.units or {}).get(instance)
+    h = health or {}
+    pid = h.get("pid") if isinstance(h.get("pid"), int) else (unit.main_pid if unit else None)
+    alive, state = classify(health, snap.pids.get(pid) if pid else None, unit, now,
+                            snap.health_interval)
+    started, updated = h.get("started_at"), h.get("updated_at")
+    uptime = updated - started if isinstance(started, (int, float)) and \
+        isinstance(updated, (int, float)) and updated > started else None
+    cpu = h.get("cpu_seconds")
+    routes = h.get("routes") if isinstance(h.get("routes"), Mapping) else {}
+    avg, p99 = _latency(routes)
+    rss = h.get("rss_bytes")
+    return {
+        "instance": instance, "planned": planned, "pid": pid or None, "alive": alive,
+        "state": state, "restarts": _restarts(instance, unit, snap.master),
+        "connected": h.get("connected") if alive else False,
+        # A dead worker's last rate is history, not load.
+        "rate": _num(h.get("rate")) if alive else 0.0,
+        "received": h.get("received"), "processed": h.get("processed"),
+        "errors": h.get("errors"), "unrouted": h.get("unrouted"), "rejected": h.get("rejected"),
+        "latency_avg_ms": avg, "latency_p99_ms": p99,
+        "inflight": h.get("inflight"), "queued": h.get("queued"),
+        "rss_bytes": rss if isinstance(rss, int) and rss > 0 else None,
+        "memory_mb": round(rss / 2**20, 1) if isinstance(rss, int) and rss > 0 else None,
+        "cpu_seconds": cpu if isinstance(cpu, (int, float)) else None,
+        "cpu_percent": round(cpu / uptime * 100, 1) if uptime and isinstance(cpu, (int, float))
+        else None,
+        "uptime_s": round(uptime, 1) if uptime else None,
+        "health_age_s": round(now - updated, 1) if isinstance(updated, (int, float)) else None,
+        "reconnects": h.get("reconnects"),
+        "routes_held": list(h.get("routes_held") or []),
+        "plan_version": h.get("plan_version"),
+        "client_id": h.get("client_id"),
+        "unit": None if unit is None else {
+            "name": f"routemq-worker@{instance}.service", "active_state": unit.active_state,
+            "sub_state": unit.sub_state, "restarts": unit.restarts, "main_pid": unit.main_pid,
+            "active_for_s": round(snap.monotonic - unit.active_since, 1)
+            if unit.active_since is not None else None},
+        "routes": {k: dict(v) for k, v in routes.items() if isinstance(v, Mapping)},
+    }
+
+
+def _planned_instances(snap: Snapshot) -> tuple[list[int], str | None]:
+    instances = (snap.master or {}).get("instances")
+    if isinstance(instances, list) and snap.master is not None:
+        return sorted(instances), "master.json"
+    if snap.plan is not None:
+        return sorted(snap.plan.assignments), snap.plan_source
+    if snap.units:
+        return sorted(snap.units), "systemd units"
+    return sorted(snap.workers), "health files" if snap.workers else None
+
+
+def _routes_section(snap: Snapshot, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each route: the instances planned for it and the alive ones holding it.
+
+    A mismatch is a disagreement between alive workers and the plan (an alive planned owner
+    that does not hold the route, or a holder the plan does not name); a dead owner is not
+    one (the instance rows say it), but a route no alive worker holds is ``uncovered``.
+    """
+    alive = {w["instance"] for w in workers if w["alive"]}
+    holding: dict[str, list[int]] = {}
+    for w in workers:
+        if w["alive"]:
+            for key in w["routes_held"]:
+                holding.setdefault(key, []).append(w["instance"])
+    planned = snap.plan.routes if snap.plan is not None else {}
+    rows = []
+    for key in sorted(set(planned) | set(holding)):
+        want = sorted(planned.get(key, ())) if snap.plan is not None else None
+        have = sorted(holding.get(key, []))
+        missing = [i for i in want if i in alive and i not in have] if want is not None else []
+        extra = [i for i in have if i not in want] if want is not None else []
+        rows.append({"route": key, "shared": key.startswith("shared:"), "planned": want,
+                     "holding": have, "missing": missing, "unexpected": extra,
+                     "mismatch": bool(missing or extra), "uncovered": not have})
+    return rows
+
+
+def _master_section(snap: Snapshot, now: float) -> dict[str, Any] | None:
+    m = snap.master
+    if m is None:
+        return None
+    updated, pid = m.get("updated_at"), m.get("pid")
+    fresh = isinstance(updated, (int, float)) and \
+        now - updated <= freshness_limit(snap.health_interval)
+    started = m.get("started_at")
+    return {
+        "pid": pid, "alive": bool(pid and snap.pids.get(pid) and fresh),
+        "hostname": m.get("hostname"), "group": m.get("group"), "backend": m.get("backend"),
+        "plan_version": m.get("plan_version"), "instances": m.get("instances"),
+        "uptime_s": round(now - started, 1) if isinstance(started, (int, float)) else None,
+        "updated_age_s": round(now - updated, 1) if isinstance(updated, (int, float)) else None,
+        "autoscaler": m.get("autoscaler"),
+        "warnings": [w for w in m.get("warnings", []) if isinstance(w, str)],
+    }
+
+
+def _warnings(snap: Snapshot, master: dict[str, Any] | None, workers: list[dict[str, Any]],
+              routes: list[dict[str, Any]]) -> list[str]:
+    out = list(snap.notes)
+    if snap.plan is not None:
+        out.extend(snap.plan.warnings)
+    if master is not None:
+        if not master["alive"]:
+            age = master["updated_age_s"]
+            out.append(f"master (pid {master['pid']}) is not running" +
+                       (f": master.json last updated {age:.0f}s ago" if age is not None else ""))
+        out.extend(f"master: {w}" for w in master["warnings"])
+    version = master["plan_version"] if master else None
+    for w in workers:
+        name = f"instance {w['instance']}"
+        if w["planned"] and not w["alive"]:
+            reason = {"missing": "no health file", "dead": f"pid {w['pid']} is gone",
+                      "stale": f"health file not updated for {w['health_age_s']}s",
+                      "unreadable": "its health file cannot be used"}
+            out.append(f"{name} is not alive: {w['state']}"
+                       + (f" ({reason[w['state']]})" if w["state"] in reason else ""))
+        if not w["planned"] and w["alive"]:
+            out.append(f"{name} is running but not in the plan")
+        if w["alive"] and w["connected"] is False:
+            out.append(f"{name} is not connected to the broker ({w['state']})")
+        if w["alive"] and w["state"] == "stuck":
+            out.append(f"{name} has a handler stuck past handler_timeout")
+        if w["alive"] and isinstance(version, int) and isinstance(w["plan_version"], int) \
+                and w["plan_version"] != version:
+            out.append(f"{name} applies plan version {w['plan_version']}, the master's is "
+                       f"{version}")
+    for r in routes:
+        if r["uncovered"]:
+            out.append(f"route {r['route']} is held by no alive worker (planned on "
+                       f"{_ids(r['planned'])})")
+        if r["missing"]:
+            out.append(f"route {r['route']} is planned on alive instance(s) "
+                       f"{_ids(r['missing'])}, which do not hold it")
+        if r["unexpected"]:
+            out.append(f"route {r['route']} is held by unplanned instance(s) "
+                       f"{_ids(r['unexpected'])}")
+    return out
+
+
+def _ids(ids: list[int] | None) -> str:
+    return ",".join(map(str, ids)) if ids else "-"
+
+
+def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
+    """The dashboard as a JSON-ready dict (the seed's get_dashboard_data, extended).
+
+    Keys: generated_at, host, group, runtime_dir, backend, plan_source, overview, health,
+    workers (one row per instance, planned or found), routes, master, warnings.
+    """
+    now = snap.taken_at if now is None else now
+    planned, source = _planned_instances(snap)
+    instances = sorted(set(planned) | set(snap.workers))
+    workers = [_worker_row(i, i in planned, snap.workers.get(i), snap, now) for i in instances]
+    routes = _routes_section(snap, workers)
+    master = _master_section(snap, now)
+    alive = sum(1 for w in workers if w["planned"] and w["alive"])
+    backend = (snap.master or {}).get("backend") or ("systemd" if snap.units else "standalone")
+    return {
+        "generated_at": now,
+        "host": (snap.master or {}).get("hostname") or snap.hostname,
+        "group": (snap.master or {}).get("group") or snap.group,
+        "runtime_dir": snap.runtime_dir,
+        "backend": backend,
+        "plan_source": source,
+        "overview": {
+            "total_workers": len(planned), "alive_workers": alive,
+            "running_unplanned": sum(1 for w in workers if w["alive"] and not w["planned"]),
+            "routes": len(routes), "shared_routes": sum(1 for r in routes if r["shared"]),
+            "group_name": (snap.master or {}).get("group") or snap.group,
+            "processed": sum(_num(w["processed"]) for w in workers),
+            "errors": sum(_num(w["errors"]) for w in workers),
+            "rate": round(sum(w["rate"] for w in workers), 2),
+        },
+        "health": overall_health(alive, len(planned)),
+        "workers": workers,
+        "routes": routes,
+        "master": master,
+        "warnings": _warnings(snap, master, workers, routes),
+    }
+
+
+def summary_line(status: Mapping[str, Any]) -> str:
+    """One line for the master's STATUS= (and the table's heading).
+
+        'degraded: 3/4 workers alive (75.0%), 12.5 msg/s, 2 warnings'
+    """
+    h, o = status["health"], status["overview"]
+    n = len(status["warnings"])
+    return (f"{h['status']}: {h['healthy_workers']}/{h['total_workers']} workers alive "
+            f"({h['health_percentage']}%), {o['rate']:g} msg/s"
+            + (f", {n} warning{'s' if n != 1 else ''}" if n else ""))
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}" if abs(value) < 1e6 else f"{value:.0f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [header] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+
+
+WORKER_COLUMNS = [
+    ("INST", "instance"), ("PID", "pid"), ("ALIVE", "alive"), ("STATE", "state"),
+    ("RESTARTS", "restarts"), ("CONN", "connected"), ("MSG/S", "rate"),
+    ("PROCESSED", "processed"), ("ERRORS", "errors"), ("AVG MS", "latency_avg_ms"),
+    ("P99 MS", "latency_p99_ms"), ("INFLIGHT", "inflight"), ("RSS MB", "memory_mb"),
+    ("CPU %", "cpu_percent"), ("ROUTES", "routes_held"),
+]
+
+
+def _route_check(route: Mapping[str, Any]) -> str:
+    if route["uncovered"]:
+        return "NO WORKER"
+    if route["mismatch"]:
+        return "MISMATCH"
+    planned = route["planned"]
+    if planned is not None and len(route["holding"]) < len(planned):
+        return f"{len(route['holding'])}/{len(planned)}"
+    return "ok"
+
+
+def render_table(status: Mapping[str, Any]) -> str:
+    """The dashboard as text for a terminal: heading, workers, routes, master, warnings."""
+    o = status["overview"]
+    lines = [f"RouteMQ {summary_line(status)}",
+             f"host {status['host']}  group {status['group'] or '-'}  backend "
+             f"{status['backend']}  plan from {status['plan_source'] or '-'}  "
+             f"processed {o['processed']}  errors {o['errors']}", ""]
+    rows = []
+    for w in status["workers"]:
+        row = [w[key] for _, key in WORKER_COLUMNS]
+        row[0] = f"{w['instance']}" + ("" if w["planned"] else "*")
+        row[-1] = len(w["routes_held"]) if w["pid"] else None
+        rows.append(row)
+    if rows:
+        lines += _table([h for h, _ in WORKER_COLUMNS], rows)
+        lines.append("CPU % is the average since the worker started (cpu_seconds / uptime)."
+                     + ("  * not in the plan." if any(not w["planned"]
+                                                        for w in status["workers"]) else ""))
+    else:
+        lines.append("no workers planned or running")
+    if status["routes"]:
+        lines.append("")
+        lines += _table(["ROUTE", "PLANNED", "HOLDING", "CHECK"], [
+            [r["route"], _ids(r["planned"]) if r["planned"] is not None else "?",
+             _ids(r["holding"]), _route_check(r)]
+            for r in status["routes"]])
+    m = status["master"]
+    lines.append("")
+    if m is None:
+        lines.append("master: none (standalone workers)")
+    else:
+        scaler = m["autoscaler"]
+        lines.append(
+            f"master: pid {_cell(m['pid'])} {'running' if m['alive'] else 'NOT RUNNING'}, "
+            f"backend {_cell(m['backend'])}, plan version {_cell(m['plan_version'])}, "
+            f"up {_cell(m['uptime_s'])}s, updated {_cell(m['updated_age_s'])}s ago")
+        if isinstance(scaler, Mapping) and scaler.get("enabled"):
+            lines.append(
+                f"autoscaler: {scaler.get('min')}..{scaler.get('max')} workers, target "
+                f"{_cell(scaler.get('target'))}, {_cell(scaler.get('rate'))} msg/s, last: "
+                f"{_cell(scaler.get('last_action'))}")
+        elif isinstance(scaler, Mapping):
+            lines.append("autoscaler: off")
+    if status["warnings"]:
+        lines += ["", "warnings:"] + [f"  - {w}" for w in status["warnings"]]
+    return "\n".join(lines)
