@@ -11,6 +11,9 @@ test-setup:
 test: test-setup
 	./scripts/test.sh
 
+deb:
+	./scripts/deb.sh
+
 unit:
 	PYTHONPATH=$(CURDIR) python3 -m pytest -q tests/unit
 

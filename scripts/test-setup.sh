@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 
 APT_PKGS=(mosquitto mosquitto-clients openssl iproute2 procps
           python3 python3-venv python3-pytest python3-hypothesis
-          python3-paho-mqtt python3-sdnotify python3-pythonjsonlogger python3-configargparse)
+          python3-paho-mqtt python3-sdnotify python3-pythonjsonlogger python3-configargparse
+          # make deb and the system stage (booted Debian 12/13 under systemd-nspawn):
+          debhelper dh-python python3-all python3-setuptools lintian fakeroot
+          mmdebstrap systemd-container util-linux)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do
