@@ -332,7 +332,8 @@ class Config:
     def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str], *,
                  role_args: Mapping[str, Any] | None = None, password: str | None = None,
                  password_source: str | None = None, config_files: Sequence[str] = (),
-                 warnings: Sequence[str] = ()) -> None:
+                 warnings: Sequence[str] = (), named_config: tuple[str | None, str | None]
+                 = (None, None)) -> None:
         for name, value in values.items():
             if not KEY_BY_NAME[name].secret:
                 setattr(self, name, value)
@@ -345,6 +346,7 @@ class Config:
         self.password_source = password_source
         self.config_files = list(config_files)
         self.warnings = list(warnings)
+        self.named_config = named_config  # --config, --config-dir as given on the command line
 
     @property
     def mqtt_password(self) -> str | None:
@@ -367,6 +369,19 @@ class Config:
         """(key, value, source) rows for `routemq config`."""
         return [(name, value, self.sources[name])
                 for name, value in self.as_dict(redact).items()]
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables that give a child process (a worker started by `routemq run`)
+        what this process got on its command line; the rest it reads as we did."""
+        env = {}
+        for key in KEYS:
+            if self.sources.get(key.name) == "command line" and not key.secret:
+                value = getattr(self, key.name)
+                env[key.env_var] = str(value).lower() if isinstance(value, bool) else str(value)
+        for var, path in zip((CONFIG_FILE_ENV, CONFIG_DIR_ENV), self.named_config):
+            if path:
+                env[var] = os.path.abspath(path)
+        return env
 
     def __repr__(self) -> str:
         fields = {**self.as_dict(redact=True), **self.role_args}
@@ -424,4 +439,5 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     role_args, role_sources = _role_args(parser, namespace)
     return Config(values, {**sources, **role_sources}, role_args=role_args, password=password,
                   password_source=password_source, config_files=[path for path, _ in files],
-                  warnings=_warnings(values, sources))
+                  warnings=_warnings(values, sources),
+                  named_config=(namespace.config_file, namespace.config_dir))

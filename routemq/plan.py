@@ -94,6 +94,9 @@ class Plan:
 
     assignments: dict[int, tuple[str, ...]]
     warnings: tuple[str, ...] = ()
+    # Set by the master: it grows with every plan it writes, and workers report the one they
+    # have applied, which is how the master knows a hand-over is complete.
+    generation: int = 0
     _owners: dict[str, tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -139,7 +142,7 @@ class Plan:
         """A stable JSON document (indented for people): equal plans give byte-identical text.
 
             >>> json.loads(Plan({1: ("a",)}, ("note",)).to_json())
-            {'version': 1, 'instances': {'1': ['a']}, 'routes': {'a': [1]}, 'warnings': ['note']}
+            {'version': 1, 'instances': {'1': ['a']}, 'routes': {'a': [1]}, 'warnings': ['note'], 'generation': 0}
         """
         doc = {
             "version": PLAN_VERSION,
@@ -147,6 +150,7 @@ class Plan:
             "instances": {str(i): list(keys) for i, keys in self.assignments.items()},
             "routes": {key: list(ids) for key, ids in self._owners.items()},
             "warnings": list(self.warnings),
+            "generation": self.generation,
         }
         return json.dumps(doc, indent=2, ensure_ascii=False)
 
@@ -161,6 +165,9 @@ class Plan:
             version = doc.get("version") if isinstance(doc, dict) else None
             raise ValueError(f"plan version {version!r} is not supported (expected {PLAN_VERSION})")
         instances, warnings = doc.get("instances"), doc.get("warnings", [])
+        generation = doc.get("generation", 0)
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            raise ValueError(f"plan generation {generation!r} is not an integer >= 0")
         if not isinstance(instances, dict):
             raise ValueError("plan has no 'instances' object")
         assignments: dict[int, tuple[str, ...]] = {}
@@ -173,7 +180,7 @@ class Plan:
             assignments[int(name)] = tuple(keys)
         if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
             raise ValueError("plan 'warnings' must be a list of strings")
-        plan = cls(assignments, tuple(warnings))
+        plan = cls(assignments, tuple(warnings), generation)
         # The "routes" section is redundant; a mismatch means the file was edited or corrupted.
         if "routes" in doc and doc["routes"] != {k: list(v) for k, v in plan.routes.items()}:
             raise ValueError("plan 'routes' does not match 'instances'")

@@ -1,6 +1,8 @@
-"""Files under the runtime directory (/run/routemq): the plan and the workers' health.
+"""Files under the runtime directory (/run/routemq): the plan, the master's and the workers'
+state.
 
     <runtime_dir>/plan.json          written by the master, read by every worker
+    <runtime_dir>/master.json        written by the master every tick (`routemq status`)
     <runtime_dir>/workers/<N>.json   written by worker N about once a second
 
 Writes are atomic (a temporary file in the same directory, then rename), so a reader
@@ -9,29 +11,35 @@ never sees half a document.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from typing import Any
+
+from routemq.plan import Plan
+
+log = logging.getLogger("routemq.runtime")
 
 
 class RuntimePaths:
     def __init__(self, runtime_dir: str) -> None:
         self.root = runtime_dir
         self.plan = os.path.join(runtime_dir, "plan.json")
+        self.master = os.path.join(runtime_dir, "master.json")
         self.workers = os.path.join(runtime_dir, "workers")
 
     def health(self, instance: int) -> str:
         return os.path.join(self.workers, f"{instance}.json")
 
 
-def write_json_atomic(path: str, data: Any) -> None:
+def write_text_atomic(path: str, text: str) -> None:
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"), sort_keys=True)
-        os.chmod(tmp, 0o644)
+            f.write(text)
+        os.chmod(tmp, 0o644)  # readable by `routemq status` run by any operator
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -39,3 +47,38 @@ def write_json_atomic(path: str, data: Any) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, separators=(",", ":"), sort_keys=True))
+
+
+def read_json(path: str) -> Any:
+    """The document at `path`, or None when it is missing or unreadable (being replaced)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_plan(path: str) -> Plan | None:
+    """The plan file, or None when there is none; a broken file is logged and ignored."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Plan.from_json(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable plan %s: %s", path, exc)
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

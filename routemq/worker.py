@@ -8,10 +8,12 @@ Shutdown and threading, in the order they matter:
   Maximum = max_inflight) bounds how many unacknowledged messages can pile up here.
 - WATCHDOG=1 is sent by a task on the same loop, so a handler that blocks the loop stops
   the pings, and so does a handler stuck past its timeout (see Dispatcher.stuck).
-- SIGTERM: STOPPING=1, unsubscribe the shared filters (the broker hands our share to the
-  other members), finish every message already received within drain_timeout, disconnect.
-  What arrives after that is left unacknowledged in the persistent session: the broker
-  delivers it again when this instance comes back.
+- SIGTERM: STOPPING=1; with a master running, state "stopping" in the health file and wait
+  (HANDOVER_WAIT at most) until the master's plan no longer lists this instance, which it
+  writes only once the new owners of our routes have subscribed; then unsubscribe the shared
+  filters (the broker hands our share to the other members), finish every message already
+  received within drain_timeout, disconnect. What arrives after that is left unacknowledged
+  in the persistent session: the broker delivers it again when this instance comes back.
 - SIGHUP, or a new plan file: re-read the plan and change only the subscriptions that
   changed.
 """
@@ -34,11 +36,13 @@ from routemq.notify import Notifier
 from routemq.plan import Plan, PlanRoute, compute_plan, resolve_worker_count
 from routemq.registry import load_router
 from routemq.router import Route, Router
-from routemq.runtime import RuntimePaths, write_json_atomic
+from routemq.runtime import RuntimePaths, pid_alive, read_json, read_plan, write_json_atomic
 
 log = logging.getLogger("routemq.worker")
 
-PLAN_WAIT = 10.0  # seconds to wait for a plan that includes this instance
+PLAN_WAIT = 15.0  # seconds to wait for a plan that includes this instance
+HANDOVER_WAIT = 10.0  # seconds a stopping worker waits for the master to move its routes
+MASTER_FRESH = 5.0  # master.json younger than this: a master is running
 UNSUBACK_WAIT = 5.0
 
 
@@ -94,6 +98,8 @@ class Worker:
         self._ready_sent = False
         self._accepting = True
         self._plan_mtime = 0.0
+        self._loaded_generation = 0  # of the plan whose subscriptions are being made
+        self.plan_version = 0        # of the plan whose subscriptions the broker acknowledged
         self._stop = asyncio.Event()
         self._fail: WorkerError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,8 +129,12 @@ class Worker:
             receive_maximum=c.max_inflight)
 
     # --- the plan ------------------------------------------------------------------------
-    def load_plan(self) -> list[Route]:
-        """The routes of this instance: from the master's plan file, or computed alone."""
+    def load_plan(self, wait: float = 0.0) -> list[Route]:
+        """The routes of this instance: from the master's plan file, or computed alone.
+
+        With a master, a new instance is not in the plan yet: its health file ("joining")
+        tells the master, which adds it within a tick; `wait` bounds how long that may take.
+        """
         if not os.path.exists(self.paths.plan):
             plan = standalone_plan(self.router, self.config.worker_count)
             if self.instance not in plan.assignments:
@@ -133,18 +143,20 @@ class Worker:
                     f"{self.paths.plan} and workers = {len(plan.assignments)} "
                     f"(worker_count = {self.config.worker_count})")
             return self._routes_of(plan)
-        deadline = time.monotonic() + PLAN_WAIT
+        deadline = time.monotonic() + wait
         while True:
             self._plan_mtime = _mtime(self.paths.plan)
-            plan = _read_plan(self.paths.plan)
+            plan = read_plan(self.paths.plan)
             if plan is not None and self.instance in plan.assignments:
                 return self._routes_of(plan)
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise WorkerError(f"instance {self.instance} is not in the plan "
-                                  f"{self.paths.plan} after waiting {PLAN_WAIT:.0f}s")
+                                  f"{self.paths.plan}" + (f" after waiting {wait:.0f}s; is "
+                                  "routemq-master running?" if wait else ""))
             time.sleep(0.2)
 
     def _routes_of(self, plan: Plan) -> list[Route]:
+        self._loaded_generation = plan.generation
         by_key = {r.key: r for r in self.router.routes}
         keys = plan.assignments[self.instance]
         unknown = [k for k in keys if k not in by_key]
@@ -221,6 +233,7 @@ class Worker:
 
     def _subscribed_all(self) -> None:
         self.state = "running"
+        self.plan_version = self._loaded_generation
         if not self._ready_sent:
             self._ready_sent = True
             self.notifier.ready(self.status_line())
@@ -252,7 +265,7 @@ class Worker:
         try:
             routes = self.load_plan()
         except WorkerError as exc:
-            log.error("reload failed, keeping the current subscriptions: %s", exc)
+            log.warning("reload failed, keeping the current subscriptions: %s", exc)
             self.notifier.ready()
             return
         new = {r.key for r in routes}
@@ -264,7 +277,8 @@ class Worker:
             self._subscribe(added)
             if removed:
                 self._unsubscribe([self.subscribed.pop(k)[0] for k in removed])
-        log.info("plan reloaded: +%d -%d subscriptions", len(added), len(removed))
+        log.log(logging.INFO if added or removed else logging.DEBUG,
+                "plan reloaded: +%d -%d subscriptions", len(added), len(removed))
         self.notifier.ready(self.status_line())
 
     def _unsubscribe(self, filters: list[str]) -> asyncio.Event:
@@ -316,7 +330,7 @@ class Worker:
             "reconnects": self.reconnects, "rss_bytes": _rss_bytes(),
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
             "started_at": self.started_at, "updated_at": time.time(),
-            **self.metrics.snapshot(),
+            "plan_version": self.plan_version, **self.metrics.snapshot(),
         }
 
     def write_health(self, health: dict[str, Any]) -> None:
@@ -328,7 +342,10 @@ class Worker:
     # --- main ----------------------------------------------------------------------------
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
-        self.held = self.load_plan()
+        if os.path.exists(self.paths.plan):  # a master plans: tell it we are here
+            self.state = "joining"
+            self.write_health(self.health())
+        self.held = self.load_plan(wait=PLAN_WAIT)
         self.dispatcher.hold(self.held, self.by_sub_id)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop.set)
@@ -355,8 +372,34 @@ class Worker:
             self._fail = WorkerError(f"internal error: {task.exception()!r}")
             self._stop.set()
 
+    def _master_running(self) -> bool:
+        doc = read_json(self.paths.master)
+        return isinstance(doc, dict) and pid_alive(int(doc.get("pid", 0) or 0)) and \
+            time.time() - float(doc.get("updated_at", 0)) < MASTER_FRESH
+
+    async def hand_over(self) -> None:
+        """Before letting go, wait until the master has moved our routes to instances that
+        hold them (make before break), so a route that is not shared has no gap."""
+        if not self._master_running():
+            return
+        self.state = "stopping"
+        self.notifier.stopping("waiting for the master to move this instance's routes")
+        deadline = time.monotonic() + HANDOVER_WAIT
+        while time.monotonic() < deadline:
+            self.write_health(self.health())
+            self.notifier.watchdog()
+            plan = read_plan(self.paths.plan)
+            if plan is None or self.instance not in plan.assignments \
+                    or not self._master_running():
+                return
+            await asyncio.sleep(0.2)
+        log.warning("the master did not move this instance's routes within %.0fs",
+                    HANDOVER_WAIT)
+
     async def shutdown(self) -> None:
-        """Drain and disconnect (see the module docstring for the order)."""
+        """Hand over, drain and disconnect (see the module docstring for the order)."""
+        if self._ready_sent and self._fail is None:
+            await self.hand_over()
         self.state = "draining"
         self.notifier.stopping(f"draining {self.dispatcher.inflight} in-flight messages")
         shared = [e[0] for k, e in self.subscribed.items() if k.startswith("shared:")]
@@ -381,17 +424,6 @@ class Worker:
             pass
         log.info("worker %d stopped: processed %d, errors %d", self.instance,
                  self.metrics.processed, self.metrics.errors)
-
-
-def _read_plan(path: str) -> Plan | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return Plan.from_json(f.read())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        log.warning("ignoring unreadable plan %s: %s", path, exc)
-        return None
 
 
 def _mtime(path: str) -> float:

@@ -13,43 +13,11 @@ are the routemq-worker@N units.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from typing import Any, Mapping
 
-from routemq.notify import child_environment
+from routemq.backends import WorkerHandle, spawn_worker
 from routemq.plan import resolve_worker_count
 from routemq.router import Router
-
-
-class WorkerHandle:
-    """One worker child process (the seed's `worker.pid` / `worker.is_alive()`)."""
-
-    def __init__(self, instance: int, proc: subprocess.Popen[bytes]) -> None:
-        self.instance = instance
-        self.proc = proc
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def is_alive(self) -> bool:
-        return self.proc.poll() is None
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.proc.poll()
-
-    def terminate(self) -> None:
-        if self.is_alive():
-            self.proc.send_signal(signal.SIGTERM)
-
-    def join(self, timeout: float | None = None) -> int | None:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
 
 
 class WorkerManager:
@@ -79,13 +47,10 @@ class WorkerManager:
         return resolve_worker_count(setting, self.router.routes)
 
     def _spawn(self, instance: int) -> WorkerHandle:
-        env = child_environment(self.environ)
-        env.update(MQTT_GROUP_NAME=self.group_name, ROUTEMQ_APP_ROOT=self.app_root,
-                   ROUTEMQ_ROUTER_DIRECTORY=self.router_directory,
+        env = dict(self.environ, MQTT_GROUP_NAME=self.group_name,
+                   ROUTEMQ_APP_ROOT=self.app_root, ROUTEMQ_ROUTER_DIRECTORY=self.router_directory,
                    WORKER_COUNT=str(self.default_worker_count()))
-        proc = subprocess.Popen([sys.executable, "-m", "routemq", "worker",
-                                 "--instance", str(instance)], env=env)
-        return WorkerHandle(instance, proc)
+        return spawn_worker(instance, env)
 
     def start_workers(self, num_workers: int | None = None) -> list[WorkerHandle]:
         """Start instances 1..num_workers (default: default_worker_count())."""

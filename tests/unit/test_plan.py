@@ -355,10 +355,17 @@ def test_golden_json_document():
         "instances": {"1": ["A", "B", "D"], "2": ["B", "D"], "3": ["C", "D"], "4": ["B", "D"]},
         "routes": {"A": [1], "B": [1, 2, 4], "C": [3], "D": [1, 2, 3, 4]},
         "warnings": ["route 'D' wants 8 workers but only 4 instances exist; it runs on 4"],
+        "generation": 0,
     }
 
 
 # --- JSON ----------------------------------------------------------------------------------------
+
+
+def test_json_keeps_the_generation():
+    plan = Plan({1: ("a",)}, generation=7)
+    assert Plan.from_json(plan.to_json()).generation == 7
+    assert Plan.from_json('{"version": 1, "instances": {"1": ["a"]}}').generation == 0
 
 
 def test_json_instances_are_in_numeric_order():
@@ -377,6 +384,8 @@ def test_json_instances_are_in_numeric_order():
     ('{"version": 1, "instances": {"1": ["a", "a"]}}', "list of distinct strings"),
     ('{"version": 1, "instances": {"1": ["a"]}, "warnings": "x"}', "'warnings'"),
     ('{"version": 1, "instances": {"1": ["a"]}, "routes": {"a": [2]}}', "does not match"),
+    ('{"version": 1, "instances": {"1": ["a"]}, "generation": -1}', "generation -1"),
+    ('{"version": 1, "instances": {"1": ["a"]}, "generation": "3"}', "generation '3'"),
 ])
 def test_from_json_rejects_a_bad_document(text, message):
     with pytest.raises(ValueError, match=message):

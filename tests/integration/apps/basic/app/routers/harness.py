@@ -11,7 +11,7 @@ import time
 from routemq.router import Router
 
 OUT = os.environ.get("TEST_OUT", "/tmp")
-WORKER = os.environ.get("TEST_WORKER", str(os.getpid()))
+WORKER = os.environ.get("TEST_WORKER") or os.environ.get("ROUTEMQ_INSTANCE") or str(os.getpid())
 _log = open(os.path.join(OUT, f"{WORKER}.log"), "a", buffering=1)
 
 

@@ -1,0 +1,319 @@
+"""The master (`routemq master`, unit routemq-master.service): plans which instance holds
+which route and keeps the plan true as instances come and go.
+
+One tick (every TICK seconds, on the asyncio loop):
+1. read the workers' health files; membership decides who joined or left (membership.py);
+2. the back end restarts dead child processes (systemd restarts units itself);
+3. the autoscaler, if enabled, may start or stop instances;
+4. when the members changed: compute the new plan and write, first, the overlap of the old
+   and the new plan (make before break), then, once every instance that gains a route has
+   applied it (its health file reports the plan's generation), the new plan itself;
+5. master.json for `routemq status`, STATUS=, the Prometheus textfile, and WATCHDOG=1 — only
+   from here, so a stuck loop gets the master restarted.
+
+The plan is written atomically; workers notice a new plan file within a second and change
+only the subscriptions that changed. A crashed worker keeps its place in the plan: systemd
+(or the process back end) restarts it under the same client id, and its session holds its
+messages meanwhile.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import glob
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Any
+
+from routemq.autoscale import Autoscaler, Load, Policy
+from routemq.backends import Backend, SystemdBackend
+from routemq.membership import Health, Membership, gains, overlap
+from routemq.notify import Notifier
+from routemq.plan import Plan, compute_plan, resolve_worker_count
+from routemq.router import Router
+from routemq.runtime import (RuntimePaths, pid_alive, read_json, read_plan, write_json_atomic,
+                             write_text_atomic)
+from routemq.worker import plan_routes
+
+log = logging.getLogger("routemq.master")
+
+TICK = 0.5
+HANDOVER_TIMEOUT = 10.0  # seconds to wait for new owners before letting the old ones go
+
+
+class MasterError(Exception):
+    """The master cannot run (e.g. another master owns the runtime directory)."""
+
+
+class Master:
+    def __init__(self, config: Any, router: Router, backend: Backend | None = None,
+                 *, workers: int | None = None) -> None:
+        self.config = config
+        self.routes = plan_routes(router)
+        self.backend = backend
+        self.paths = RuntimePaths(config.runtime_dir)
+        self.notifier = Notifier()
+        self.count = resolve_worker_count(workers or config.worker_count, self.routes)
+        self.started_at = time.time()
+        self.membership = Membership(range(1, self.count + 1), self.started_at)
+        self.autoscaler = Autoscaler(Policy(
+            config.min_workers, config.max_workers, config.target_rate_per_worker,
+            config.scale_interval, config.scale_cooldown)) if config.autoscale else None
+        self.written: Plan | None = None   # the plan file's content
+        self.target: Plan | None = None    # where a hand-over is going
+        self.before = Plan({})              # the plan the hand-over started from
+        self.handover_deadline = 0.0
+        self.health: dict[int, Health] = {}
+        self.docs: dict[int, dict[str, Any]] = {}
+        self._cpu: dict[int, tuple[float, float, float]] = {}  # pid-time, cpu s -> cpu %
+        self._stop = asyncio.Event()
+        self._replan = False
+        self.claimed = False
+
+    # --- the plan ------------------------------------------------------------------------
+    def _write(self, plan: Plan) -> None:
+        generation = (self.written.generation if self.written else 0) + 1
+        plan = dataclasses.replace(plan, generation=generation)
+        os.makedirs(self.paths.root, exist_ok=True)
+        write_text_atomic(self.paths.plan, plan.to_json())
+        if self.written is None or plan.warnings != self.written.warnings:
+            for warning in plan.warnings:
+                log.warning("plan: %s", warning)
+        self.written = plan
+
+    def present(self, now: float) -> set[int]:
+        """Instances with a live worker right now, members or not (stopping ones too)."""
+        return {i for i, h in self.health.items() if h.fresh(now)}
+
+    def replan(self, now: float) -> None:
+        """Plan over the current members; start a make-before-break hand-over if needed."""
+        target = compute_plan(self.routes, sorted(self.membership.members),
+                              previous=self.target or self.written)
+        if self.written is None:
+            self._write(target)
+            log.info("plan generation %d: instances %s", self.written.generation,
+                     sorted(target.assignments))
+            return
+        if self.target is None:
+            if target.assignments == self.written.assignments:
+                return
+            self.before = self.written  # what the workers hold, as far as we know
+        between = overlap(self.written, target, self.present(now))
+        self.target, self.handover_deadline = target, now + HANDOVER_TIMEOUT
+        if between.assignments != self.written.assignments:
+            self._write(between)
+            log.info("plan generation %d: hand-over to instances %s started",
+                     self.written.generation, sorted(target.assignments))
+        self.advance(now)
+
+    def advance(self, now: float) -> None:
+        """Finish a hand-over once every live instance that gains a route has applied the
+        overlap, i.e. the broker has acknowledged its new subscriptions."""
+        if self.target is None or self.written is None:
+            return
+        alive = self.present(now)
+        waiting = sorted(i for i in gains(self.before, self.target)
+                         if i in alive and not self._applied(i, self.written.generation))
+        if waiting and now < self.handover_deadline:
+            return
+        if waiting:
+            log.warning("instances %s did not apply plan generation %d within %.0fs; "
+                        "completing the hand-over anyway", waiting, self.written.generation,
+                        HANDOVER_TIMEOUT)
+        target, self.target = self.target, None
+        if target.assignments != self.written.assignments:
+            self._write(target)
+        log.info("plan generation %d: instances %s", self.written.generation,
+                 sorted(target.assignments))
+
+    def _applied(self, instance: int, generation: int) -> bool:
+        h = self.health.get(instance)
+        return h is not None and (h.plan_version or 0) >= generation and h.state == "running"
+
+    # --- one tick ------------------------------------------------------------------------
+    def read_health(self) -> None:
+        docs: dict[int, dict[str, Any]] = {}
+        for path in glob.glob(os.path.join(self.paths.workers, "*.json")):
+            name = os.path.basename(path)[:-5]
+            if not name.isdigit():
+                continue
+            try:
+                with open(path, encoding="utf-8") as f:
+                    doc = json.load(f)
+            except (OSError, ValueError):
+                continue  # removed or being replaced: next tick
+            if isinstance(doc, dict):
+                docs[int(name)] = doc
+        self.docs = docs
+        self.health = {i: Health.from_doc(i, d) for i, d in docs.items()}
+
+    def tick(self, now: float) -> None:
+        self.read_health()
+        if self.backend is not None:
+            self.backend.poll()
+        joined, left = self.membership.observe(now, self.health)
+        if joined:
+            log.info("instances %s joined", sorted(joined))
+        if left:
+            log.info("instances %s left", sorted(left))
+        self._autoscale(now)
+        if joined or left or self._replan or self.written is None:
+            self._replan = False
+            self.replan(now)
+        self.advance(now)
+        self.report(now)
+
+    def load(self, now: float) -> Load:
+        """The fleet's rate, mean CPU % and backlog from the fresh health files."""
+        rate, cpu, backlog, counted = 0.0, 0.0, 0, 0
+        for i, doc in self.docs.items():
+            if not self.health[i].fresh(now):
+                continue
+            rate += float(doc.get("rate", 0.0))
+            backlog += int(doc.get("inflight", 0)) + int(doc.get("queued", 0))
+            cpu += self._cpu_percent(i, doc)
+            counted += 1
+        return Load(round(rate, 2), round(cpu / counted, 1) if counted else 0.0, backlog)
+
+    def _cpu_percent(self, instance: int, doc: dict[str, Any]) -> float:
+        at, used = float(doc.get("updated_at", 0.0)), float(doc.get("cpu_seconds", 0.0))
+        before = self._cpu.get(instance)
+        percent = before[2] if before else 0.0
+        if before and at > before[0] and used >= before[1]:
+            percent = 100.0 * (used - before[1]) / (at - before[0])
+        if not before or at > before[0]:
+            self._cpu[instance] = (at, used, percent)
+        return percent
+
+    def _autoscale(self, now: float) -> None:
+        if self.autoscaler is None or self.backend is None:
+            return
+        members = sorted(self.membership.members)
+        wanted = self.autoscaler.decide(now, len(members), self.load(now))
+        if wanted is None:
+            return
+        log.info("autoscaler: %s", self.autoscaler.last_action)
+        for i in range(len(members), wanted):  # start the lowest free numbers
+            free = next(n for n in range(1, 10_000) if n not in self.membership.members)
+            self.membership.add(free, now)
+            self.backend.start(free)
+        for i in reversed(members[wanted:]):     # stop the highest
+            self.membership.discard(i)
+            self.backend.stop(i)
+        self._replan = True
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """master.json: what `routemq status` shows about the master."""
+        written = self.written
+        return {
+            "pid": os.getpid(), "hostname": socket.gethostname(),
+            "group": self.config.mqtt_group_name,
+            "backend": self.backend.name if self.backend else "none",
+            "started_at": self.started_at, "updated_at": time.time(),
+            "plan_version": written.generation if written else 0,
+            "instances": sorted(written.assignments) if written else [],
+            "members": sorted(self.membership.members),
+            "handover": self.target is not None,
+            "restarts": {str(i): n for i, n in
+                         (self.backend.restarts() if self.backend else {}).items()},
+            "autoscaler": self.autoscaler.state() if self.autoscaler else None,
+            "load": dataclasses.asdict(self.load(now)),
+            "warnings": list(written.warnings) if written else [],
+        }
+
+    def report(self, now: float) -> None:
+        snap = self.snapshot(now)
+        write_json_atomic(self.paths.master, snap)
+        alive = len(self.present(now) & self.membership.members)
+        self.notifier.status(f"{alive}/{len(self.membership.members)} workers alive; plan "
+                             f"generation {snap['plan_version']}; {snap['load']['rate']} msg/s")
+        if self.config.metrics_textfile_dir:
+            self._write_textfile()
+        self.notifier.watchdog()
+
+    def _write_textfile(self) -> None:
+        from routemq.fleet import read_fleet
+        from routemq.prometheus import render_metrics, write_textfile
+        from routemq.status import build_status
+        try:
+            text = render_metrics(build_status(read_fleet(self.config), time.time()))
+            write_textfile(self.config.metrics_textfile_dir, text)
+        except OSError as exc:
+            log.warning("cannot write the metrics textfile: %s", exc)
+
+    # --- main ----------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Refuse to run beside a live master on the same runtime directory; adopt the plan
+        a previous master left, so a restarted master moves nothing that need not move."""
+        other = read_json(self.paths.master)
+        if isinstance(other, dict):
+            pid = int(other.get("pid", 0) or 0)
+            if pid and pid != os.getpid() and pid_alive(pid) and \
+                    time.time() - float(other.get("updated_at", 0)) < 5.0:
+                raise MasterError(f"another master (pid {pid}) is running on "
+                                  f"{self.paths.root}")
+        os.makedirs(self.paths.workers, exist_ok=True)
+        self.written = read_plan(self.paths.plan)
+        self.claimed = True
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.tick(time.time())
+        self.notifier.ready(f"plan generation {self.written.generation if self.written else 0}")
+        log.info("master ready: %d routes, instances %s, runtime directory %s",
+                 len(self.routes), sorted(self.membership.members), self.paths.root)
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), TICK)
+            except TimeoutError:
+                pass
+            if not self._stop.is_set():
+                self.tick(time.time())
+        return 0
+
+    def reload(self) -> None:
+        """SIGHUP: plan again from the current members (the routes come from the application
+        loaded at start; an application update needs a restart)."""
+        self.notifier.reloading()
+        self._replan = True
+        self.notifier.ready()
+
+    def stop(self) -> None:
+        self.notifier.stopping("master stopping")
+        self._stop.set()
+
+    def close(self) -> None:
+        """After the loop: master.json goes, so stopping workers stop waiting for a hand-over."""
+        if not self.claimed:
+            return
+        try:
+            os.unlink(self.paths.master)
+        except FileNotFoundError:
+            pass
+
+
+def run_master(config: Any, router: Router) -> int:
+    """Entry point of `routemq master`: 0 on a clean stop, 1 when it cannot run.
+
+    The autoscaler needs a back end: under systemd (INVOCATION_ID is set) the worker units.
+    """
+    backend = SystemdBackend() if os.environ.get("INVOCATION_ID") else None
+    if config.autoscale and backend is None:
+        log.warning("autoscale is on but the master is not running under systemd: it cannot "
+                    "start or stop workers (use `routemq run` for child processes)")
+    master = Master(config, router, backend)
+    try:
+        master.claim()
+        return asyncio.run(master.run())
+    except MasterError as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        master.close()

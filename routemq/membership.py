@@ -1,0 +1,136 @@
+"""Which instances the master plans for, and how a plan change is handed over (pure).
+
+The master cannot see systemd's watchdog pings or the units' start and stop events, so it
+reads the workers' health files (runtime_dir/workers/N.json) and decides membership from
+them, tick by tick:
+
+- a fresh health file of an instance outside the plan: it joins (started by hand, by the
+  autoscaler, or a restarted host);
+- state "stopping" or a vanished file of a member: it leaves (a clean stop removes the file,
+  a crash does not: systemd restarts the instance and its broker session keeps its messages,
+  so a crash must not move its routes);
+- a configured member that never wrote a file within `join_grace`: it is not running at all,
+  so its routes go to the instances that are;
+- a member whose file stayed stale for `dead_after`: nobody restarted it; same.
+
+    >>> m = Membership([1, 2], now=0.0)
+    >>> m.observe(1.0, {1: Health(1, "running", 1.0), 3: Health(3, "joining", 1.0)})
+    ({3}, set())
+    >>> m.observe(2.0, {1: Health(1, "stopping", 2.0), 3: Health(3, "running", 2.0)})
+    (set(), {1})
+    >>> sorted(m.members)
+    [2, 3]
+
+A plan change is made before it is broken (`overlap`): while the new owners of a route
+subscribe, the old owners keep it, so a route that moves is never without a subscriber.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from routemq.plan import Plan
+
+FRESH = 5.0         # a health file younger than this comes from a live worker
+JOIN_GRACE = 30.0   # seconds a configured instance may take to write its first health file
+DEAD_AFTER = 60.0   # seconds of silence after which a member is given up
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the master needs from one health file."""
+
+    instance: int
+    state: str
+    updated_at: float
+    plan_version: int | None = None
+
+    @classmethod
+    def from_doc(cls, instance: int, doc: Mapping[str, Any]) -> Health:
+        version = doc.get("plan_version")
+        return cls(instance, str(doc.get("state", "?")), float(doc.get("updated_at", 0.0)),
+                   version if isinstance(version, int) else None)
+
+    def fresh(self, now: float, fresh: float = FRESH) -> bool:
+        return now - self.updated_at <= fresh
+
+    @property
+    def leaving(self) -> bool:
+        return self.state == "stopping"
+
+
+class Membership:
+    """The set of planned instances, updated from health files (see the module docstring)."""
+
+    def __init__(self, configured: Iterable[int], now: float, *, fresh: float = FRESH,
+                 join_grace: float = JOIN_GRACE, dead_after: float = DEAD_AFTER) -> None:
+        self.members: set[int] = set()
+        self.fresh, self.join_grace, self.dead_after = fresh, join_grace, dead_after
+        self._since: dict[int, float] = {}     # member -> when it was added
+        self._seen: set[int] = set()           # members whose health file appeared
+        for i in configured:
+            self.add(i, now)
+
+    def add(self, instance: int, now: float) -> None:
+        """Plan for `instance` (configured, or started by the autoscaler)."""
+        if instance not in self.members:
+            self.members.add(instance)
+            self._since[instance] = now
+
+    def discard(self, instance: int) -> None:
+        self.members.discard(instance)
+        self._since.pop(instance, None)
+        self._seen.discard(instance)
+
+    def observe(self, now: float, health: Mapping[int, Health]) -> tuple[set[int], set[int]]:
+        """Apply one tick's health files; return (joined, left)."""
+        joined, left = set(), set()
+        for i, h in health.items():
+            if i not in self.members and h.fresh(now, self.fresh) and not h.leaving:
+                self.add(i, now)
+                joined.add(i)
+        for i in sorted(self.members - joined):
+            h = health.get(i)
+            if h is not None:
+                self._seen.add(i)
+            if h is not None and h.leaving:
+                reason = True
+            elif h is None:
+                # Seen before and now gone: a clean stop. Never seen: not started (yet).
+                reason = i in self._seen or now - self._since[i] > self.join_grace
+            else:
+                reason = now - max(h.updated_at, self._since[i]) > self.dead_after
+            if reason:
+                self.discard(i)
+                left.add(i)
+        return joined, left
+
+
+def overlap(current: Plan, target: Plan, present: Iterable[int]) -> Plan:
+    """The plan to hold while `target` is taken up: every instance still `present` keeps its
+    `current` routes and adds its `target` ones.
+
+        >>> now = Plan({1: ("a", "c"), 2: ("b",)})
+        >>> overlap(now, Plan({2: ("a", "b"), 3: ("c",)}), present=[1, 2, 3]).assignments
+        {1: ('a', 'c'), 2: ('a', 'b'), 3: ('c',)}
+    """
+    alive = set(present)
+    merged: dict[int, set[str]] = {i: set(keys) for i, keys in target.assignments.items()}
+    for i, keys in current.assignments.items():
+        if i in alive:
+            merged.setdefault(i, set()).update(keys)
+    return Plan({i: tuple(keys) for i, keys in merged.items()}, target.warnings)
+
+
+def gains(current: Plan, target: Plan) -> dict[int, set[str]]:
+    """The routes each instance subscribes to anew in `target`: what a hand-over waits for.
+
+        >>> gains(Plan({1: ("a",)}), Plan({1: ("a", "b"), 2: ("a",)}))
+        {1: {'b'}, 2: {'a'}}
+    """
+    result = {}
+    for i, keys in target.assignments.items():
+        new = set(keys) - set(current.assignments.get(i, ()))
+        if new:
+            result[i] = new
+    return result
