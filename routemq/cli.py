@@ -4,6 +4,8 @@
     routemq config [--json]            the effective configuration and where each value came from
     routemq plan [--workers N] [--json]  which instance subscribes to which route
     routemq worker --instance N        one worker (what routemq-worker@N.service runs)
+    routemq master                     the planner (what routemq-master.service runs)
+    routemq run [--workers N]          master and workers in the foreground, no systemd needed
     routemq status [--json]            the fleet: workers, routes, master, overall health
     routemq metrics                    the same in Prometheus text format
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -45,6 +48,11 @@ def _plan_args(parser: configargparse.ArgParser) -> None:
 def _worker_args(parser: configargparse.ArgParser) -> None:
     parser.add_argument("--instance", type=int, required=True, metavar="N",
                         help="the worker's instance number (the %%i of routemq-worker@N)")
+
+
+def _run_args(parser: configargparse.ArgParser) -> None:
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="start N workers (default: worker_count)")
 
 
 def _load_app(config: Any) -> Router:
@@ -105,6 +113,8 @@ def cmd_plan(config: Any) -> int:
 def cmd_worker(config: Any) -> int:
     from routemq.worker import run_worker
 
+    # The application may want to know which instance runs it (logging, metrics labels).
+    os.environ["ROUTEMQ_INSTANCE"] = str(config.instance)
     router = _load_app(config)  # a broken application is a configuration error (exit 2)
     return run_worker(config, config.instance, router)
 
@@ -127,17 +137,34 @@ def cmd_metrics(config: Any) -> int:
     return 0
 
 
+def cmd_master(config: Any) -> int:
+    from routemq.master import run_master
+
+    return run_master(config, _load_app(config))
+
+
+def cmd_run(config: Any) -> int:
+    from routemq.run import run
+
+    if config.workers is not None and config.workers < 1:
+        print("routemq: config error: --workers must be >= 1", file=sys.stderr)
+        return EXIT_CONFIG
+    return run(config, _load_app(config), config.workers)
+
+
 COMMANDS: dict[str, tuple[Callable[[Any], int], Callable[[Any], None] | None]] = {
     "routes": (cmd_routes, _json_flag),
     "config": (cmd_config, _json_flag),
     "plan": (cmd_plan, _plan_args),
     "worker": (cmd_worker, _worker_args),
+    "master": (cmd_master, None),
+    "run": (cmd_run, _run_args),
     "status": (cmd_status, _json_flag),
     "metrics": (cmd_metrics, None),
 }
 
 
-DAEMONS = {"worker"}
+DAEMONS = {"worker", "master", "run"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
