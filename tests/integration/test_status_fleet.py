@@ -1,0 +1,146 @@
+"""`routemq status` and `routemq metrics` against real workers on a real mosquitto.
+
+The workers are standalone (no master): `routemq status` computes their plan from the same
+configuration (WORKER_COUNT=4 and the test application), so a cleanly stopped worker shows as
+missing, not as gone from the fleet.
+"""
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.broker import publish_many
+from tests.integration.workers import Fleet
+from tests.unit.test_prometheus import parse_exposition
+
+WORK = "shared:work/{id}"
+
+
+@pytest.fixture
+def fleet(broker, tmp_path):
+    f = Fleet(broker, tmp_path / "fleet", 4)
+    yield f
+    for p in f.procs.values():
+        p.signal(signal.SIGCONT)  # a stopped process would ignore the SIGKILL's reaping wait
+    f.kill_all()
+
+
+def routemq(fleet, *args):
+    """Run `routemq <args>` as an operator would, with the workers' configuration."""
+    out = fleet.dir / "status-out"  # the application is loaded: keep its records apart
+    out.mkdir(exist_ok=True)
+    env = fleet.env(0, TEST_OUT=str(out), TEST_WORKER="status")
+    return subprocess.run([sys.executable, "-m", "routemq", *args], env=env, text=True,
+                          capture_output=True, timeout=60, cwd=str(fleet.dir))
+
+
+def status_json(fleet):
+    r = routemq(fleet, "status", "--json")
+    assert r.returncode in (0, 1, 3), r.stderr
+    return json.loads(r.stdout), r.returncode
+
+
+def wait_status(fleet, check, timeout=20.0):
+    """Poll `routemq status --json` until check(doc) holds; returns (doc, exit code)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc, code = status_json(fleet)
+        if check(doc) or time.monotonic() > deadline:
+            return doc, code
+        time.sleep(0.3)
+
+
+def workers_by_instance(doc):
+    return {w["instance"]: w for w in doc["workers"]}
+
+
+def test_status_and_metrics_count_what_the_workers_processed(fleet, broker):
+    fleet.start_all()
+    doc, code = status_json(fleet)
+    assert code == 0, doc["warnings"]
+    assert doc["health"] == {"status": "healthy", "healthy_workers": 4, "total_workers": 4,
+                             "health_percentage": 100.0}
+    rows = workers_by_instance(doc)
+    for i in range(1, 5):
+        assert (rows[i]["pid"], rows[i]["alive"], rows[i]["state"], rows[i]["connected"]) == \
+            (fleet.procs[i].pid, True, "running", True)
+        assert rows[i]["memory_mb"] > 1 and WORK in rows[i]["routes_held"]
+    work = next(r for r in doc["routes"] if r["route"] == WORK)
+    assert work["planned"] == work["holding"] == [1, 2, 3, 4] and not work["mismatch"]
+
+    total = 300  # 6 topics x 50: the broker spreads them over the four members
+    publish_many(broker, [(f"work/{k}", json.dumps({"seq": n})) for k in range(6)
+                          for n in range(50)])
+    processed = fleet.wait_processed(total, "work", timeout=60)
+    per_worker = collections.Counter(r[0] for r in processed)
+    assert sum(per_worker.values()) == total  # each message once: nothing crashed
+    # Health files are rewritten about once a second: wait until they caught up.
+    doc, code = wait_status(fleet, lambda d: d["overview"]["processed"] >= total)
+    assert code == 0 and doc["overview"]["processed"] == total
+    rows = workers_by_instance(doc)
+    assert {i: rows[i]["routes"].get(WORK, {}).get("processed", 0) for i in rows} == \
+        {i: per_worker.get(i, 0) for i in range(1, 5)}
+    assert all(rows[i]["processed"] == per_worker.get(i, 0) for i in rows)
+    assert any(rows[i]["latency_avg_ms"] is not None for i in rows)
+
+    r = routemq(fleet, "metrics")
+    assert r.returncode == 0, r.stderr
+    families = parse_exposition(r.stdout)
+    up = {s[0]["instance"]: s[1] for s in families["routemq_worker_up"]["samples"]}
+    assert up == {"1": 1, "2": 1, "3": 1, "4": 1}
+    by_route = {s[0]["instance"]: s[1]
+                for s in families["routemq_route_messages_processed_total"]["samples"]
+                if s[0]["route"] == WORK}
+    assert {int(i): int(v) for i, v in by_route.items() if v} == \
+        {i: n for i, n in per_worker.items() if n}
+    assert sum(by_route.values()) == total
+    assert families["routemq_workers_alive"]["samples"][0][1] == 4
+    assert all(s[0]["group"] == "testgroup" for s in families["routemq_workers_alive"]["samples"])
+
+
+def test_status_follows_a_hung_a_killed_and_a_stopped_worker(fleet):
+    fleet.start_all()
+    doc, code = status_json(fleet)
+    assert code == 0 and doc["health"]["healthy_workers"] == 4
+
+    # Hung: SIGSTOP freezes worker 2, its pid stays but its health file ages.
+    fleet.procs[2].signal(signal.SIGSTOP)
+    doc, code = wait_status(fleet, lambda d: not workers_by_instance(d)[2]["alive"])
+    assert workers_by_instance(doc)[2]["state"] == "stale" and code == 1
+    fleet.procs[2].signal(signal.SIGCONT)
+    doc, code = wait_status(fleet, lambda d: d["health"]["healthy_workers"] == 4)
+    assert code == 0, doc["warnings"]
+
+    # kill -9 leaves the health file behind: the pid is gone, so the worker is dead.
+    killed = fleet.procs[4].pid
+    fleet.procs[4].kill()
+    doc, code = status_json(fleet)
+    w4 = workers_by_instance(doc)[4]
+    assert (w4["alive"], w4["state"], w4["pid"]) == (False, "dead", killed)
+    assert doc["health"]["status"] == "degraded" and code == 1
+    assert f"instance 4 is not alive: dead (pid {killed} is gone)" in doc["warnings"]
+    table = routemq(fleet, "status")
+    assert table.returncode == 1
+    assert table.stdout.splitlines()[0].startswith("RouteMQ degraded: 3/4 workers alive (75.0%)")
+    assert [line.split()[:4] for line in table.stdout.splitlines()
+            if line.startswith("4 ")] == [["4", str(killed), "no", "dead"]]
+
+    # A clean stop removes the health file: the planned instance is missing.
+    assert fleet.procs[3].stop() == 0
+    assert not os.path.exists(fleet.runtime / "workers" / "3.json")
+    doc, code = status_json(fleet)
+    assert workers_by_instance(doc)[3]["state"] == "missing"
+    assert doc["health"]["status"] == "unhealthy" and code == 3
+    families = parse_exposition(routemq(fleet, "metrics").stdout)
+    assert families["routemq_workers_alive"]["samples"][0][1] == 2
+    status = {s[0]["status"]: s[1] for s in families["routemq_fleet_status"]["samples"]}
+    assert status == {"healthy": 0, "degraded": 0, "unhealthy": 1}
+
+    fleet.stop_all()
+    doc, code = status_json(fleet)
+    assert code == 3 and doc["health"]["healthy_workers"] == 0
