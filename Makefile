@@ -14,6 +14,9 @@ test: test-setup
 deb:
 	./scripts/deb.sh
 
+bench:
+	./scripts/bench.sh
+
 unit:
 	PYTHONPATH=$(CURDIR) python3 -m pytest -q tests/unit
 

@@ -1,0 +1,82 @@
+"""`make bench`: every benchmark of issue 6 in one run, a table on stdout and a JSON file.
+
+    python -m bench.run [--messages 100000] [--repeats 3] [--workers 1,2,4] [--out FILE]
+
+Order: the in-process dispatch benchmark first (nothing else of ours running), then the
+end-to-end matrix on one private mosquitto, repeated; within a repeat each (workers, QoS)
+pair runs RouteMQ and bare paho back to back, alternating which goes first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench import dispatch, e2e, report
+from tests.integration.broker import Mosquitto
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--qos", default="0,1")
+    ap.add_argument("--dispatch-messages", type=int, default=20_000)
+    ap.add_argument("--skip-dispatch", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    args = ap.parse_args()
+    started = time.monotonic()
+    result = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "machine": report.machine(), "load_before": report.load()}
+
+    print("dispatch benchmark ...", flush=True)
+    result["dispatch"] = [] if args.skip_dispatch else dispatch.run(args.dispatch_messages)
+
+    workers = [int(w) for w in args.workers.split(",")]
+    qoses = [int(q) for q in args.qos.split(",")]
+    lines = e2e.payload_lines(args.messages)
+    work = Path(tempfile.mkdtemp(prefix="routemq-bench-"))
+    broker = Mosquitto(work / "broker", persistence=False, max_queued_messages=0).start()
+    runs = []
+    try:
+        n = 0
+        for repeat in range(args.repeats):
+            for w in workers:
+                for qos in qoses:
+                    kinds = ("bare", "routemq") if (repeat + n) % 2 == 0 else ("routemq", "bare")
+                    for kind in kinds:
+                        n += 1
+                        r = e2e.run_once(kind, w, qos, lines, broker.port, broker.pid, work,
+                                         f"r{n}")
+                        runs.append({"repeat": repeat, **r.as_dict()})
+                        print(f"  [{repeat + 1}/{args.repeats}] {kind:7} workers={w} qos={qos}: "
+                              f"{r.rate:8.0f} msg/s, {r.cpu_us_per_msg:6.1f} µs CPU/msg, "
+                              f"lost {r.lost}, dup {r.duplicates} {r.error}", flush=True)
+    finally:
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    result["e2e"] = {"messages": args.messages, "payload_bytes": len(lines[0]),
+                     "repeats": args.repeats, "runs": runs,
+                     "summary": report.summarize_e2e(runs)}
+    result["memory"] = report.summarize_memory(runs)
+    result["load_after"] = report.load()
+    result["wall_seconds"] = round(time.monotonic() - started, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    text = report.tables(result)
+    out.with_suffix(".md").write_text(text + "\n")
+    print()
+    print(text)
+    print(f"\nwritten: {out} and {out.with_suffix('.md')}")
+    return 1 if any(r["error"] for r in runs) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
