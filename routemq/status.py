@@ -69,6 +69,8 @@ def classify(health: Mapping[str, Any] | None, pid_alive: bool | None, unit: Uni
     updated = health.get("updated_at")
     if not isinstance(health.get("pid"), int) or not isinstance(updated, (int, float)):
         return False, "unreadable"
+    if unit is not None and unit.main_pid and health.get("pid") != unit.main_pid:
+        return False, "starting"  # systemd restarted it; the file is the old process's
     if not pid_alive:
         return False, "dead"
     if now - updated > freshness_limit(health_interval):
@@ -108,9 +110,11 @@ def _worker_row(instance: int, planned: bool, health: Mapping[str, Any] | None, 
                 now: float) -> dict[str, Any]:
     unit = (snap.units or {}).get(instance)
     h = health or {}
-    pid = h.get("pid") if isinstance(h.get("pid"), int) else (unit.main_pid if unit else None)
-    alive, state = classify(health, snap.pids.get(pid) if pid else None, unit, now,
+    file_pid = h.get("pid") if isinstance(h.get("pid"), int) else None
+    alive, state = classify(health, snap.pids.get(file_pid) if file_pid else None, unit, now,
                             snap.health_interval)
+    # systemd knows the current process even before it wrote its first health file.
+    pid = unit.main_pid if unit is not None and unit.main_pid else file_pid
     started, updated = h.get("started_at"), h.get("updated_at")
     uptime = updated - started if isinstance(started, (int, float)) and \
         isinstance(updated, (int, float)) and updated > started else None
@@ -200,6 +204,7 @@ def _master_section(snap: Snapshot, now: float) -> dict[str, Any] | None:
         "uptime_s": round(now - started, 1) if isinstance(started, (int, float)) else None,
         "updated_age_s": round(now - updated, 1) if isinstance(updated, (int, float)) else None,
         "autoscaler": m.get("autoscaler"),
+        "handover": bool(m.get("handover")),  # a plan change is being applied
         "warnings": [w for w in m.get("warnings", []) if isinstance(w, str)],
     }
 
@@ -313,6 +318,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _duration(seconds: float | None) -> str:
+    """3725 -> '1h2m', 75 -> '1m15s', 4.2 -> '4s'."""
+    if seconds is None:
+        return "-"
+    s = int(max(seconds, 0))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60}m"
+    return f"{s // 60}m{s % 60}s" if s >= 60 else f"{s}s"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     cells = [header] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
@@ -350,7 +365,7 @@ def render_table(status: Mapping[str, Any]) -> str:
     for w in status["workers"]:
         row = [w[key] for _, key in WORKER_COLUMNS]
         row[0] = f"{w['instance']}" + ("" if w["planned"] else "*")
-        row[-1] = len(w["routes_held"]) if w["pid"] else None
+        row[-1] = len(w["routes_held"]) if w["health_age_s"] is not None else None
         rows.append(row)
     if rows:
         lines += _table([h for h, _ in WORKER_COLUMNS], rows)
@@ -374,7 +389,8 @@ def render_table(status: Mapping[str, Any]) -> str:
         lines.append(
             f"master: pid {_cell(m['pid'])} {'running' if m['alive'] else 'NOT RUNNING'}, "
             f"backend {_cell(m['backend'])}, plan version {_cell(m['plan_version'])}, "
-            f"up {_cell(m['uptime_s'])}s, updated {_cell(m['updated_age_s'])}s ago")
+            f"up {_duration(m['uptime_s'])}, updated {_duration(m['updated_age_s'])} ago"
+            + (", plan hand-over in progress" if m["handover"] else ""))
         if isinstance(scaler, Mapping) and scaler.get("enabled"):
             lines.append(
                 f"autoscaler: {scaler.get('min')}..{scaler.get('max')} workers, target "

@@ -70,6 +70,8 @@ def test_freshness_is_three_intervals_but_at_least_five_seconds():
     (None, True, UnitState(1, "loaded", "active", "running", main_pid=5), (False, "starting")),
     ({"pid": 5, "updated_at": NOW - 1, "state": "running"}, True,
      UnitState(1, "loaded", "active", "running", main_pid=5), (True, "running")),
+    ({"pid": 4, "updated_at": NOW - 1, "state": "running"}, False,  # restarted by systemd
+     UnitState(1, "loaded", "active", "running", main_pid=5), (False, "starting")),
 ])
 def test_classify(doc, pid_alive, unit, expected):
     assert classify(doc, pid_alive, unit, NOW, 1.0) == expected
@@ -155,7 +157,8 @@ def test_master_section_restarts_and_plan_versions():
     assert "instance 2 applies plan version 4, the master's is 5" in s["warnings"]
     assert any(w.startswith("master: route 'x' wants 8") for w in s["warnings"])
     table = render_table(s)
-    assert "master: pid 50 running, backend processes, plan version 5" in table
+    assert "master: pid 50 running, backend processes, plan version 5, up 1h0m, updated 1s " \
+        "ago" in table
     assert "autoscaler: 1..4 workers, target 2, 12.5 msg/s, last: scale up to 2" in table
 
 
