@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from routemq.plan import Plan
-from routemq.runtime import RuntimePaths
+from routemq.runtime import RuntimePaths, pid_alive
 
 MASTER_FILE = "master.json"  # written by routemq.master every health_interval
 UNIT_TEMPLATE = "routemq-worker@{}.service"
@@ -72,19 +72,6 @@ class Snapshot:
     pids: dict[int, bool] = field(default_factory=dict)  # pid -> the process exists
     units: dict[int, UnitState] | None = None  # None: not under systemd (or not queried)
     notes: list[str] = field(default_factory=list)
-
-
-def pid_exists(pid: int) -> bool:
-    """Whether a process with this pid exists (signal 0 checks without sending anything)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user (status run by an operator, not root)
-    return True
 
 
 def read_json(path: str, name: str) -> tuple[Any, str | None]:
@@ -318,7 +305,7 @@ def read_fleet(source: str | Any, *, health_interval: float | None = None,
     pids = {h["pid"] for h in snap.workers.values() if isinstance(h.get("pid"), int)}
     if snap.master and isinstance(snap.master.get("pid"), int):
         pids.add(snap.master["pid"])
-    snap.pids = {pid: pid_exists(pid) for pid in sorted(pids)}
+    snap.pids = {pid: pid_alive(pid) for pid in sorted(pids)}
     _read_units(snap, units, systemctl)
     return snap
 
@@ -343,7 +330,7 @@ def _read_units(snap: Snapshot, want: bool | None, systemctl: str) -> None:
     # A pid that systemd reports as a unit's main process is checked too (no health file yet).
     for unit in snap.units.values():
         if unit.main_pid and unit.main_pid not in snap.pids:
-            snap.pids[unit.main_pid] = pid_exists(unit.main_pid)
+            snap.pids[unit.main_pid] = pid_alive(unit.main_pid)
 
 
 def _has_units(systemctl: str) -> bool:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from typing import Any, Iterable, Mapping
+
+from routemq.runtime import write_text_atomic
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TEXTFILE_NAME = "routemq.prom"
@@ -240,22 +241,9 @@ def _ms_to_s(value: Any) -> float | None:
 def write_textfile(directory: str, text: str, name: str = TEXTFILE_NAME) -> str:
     """Write ``text`` to ``directory/name`` atomically, for node-exporter's textfile collector.
 
-    The temporary file does not end in .prom (the collector ignores it) and is renamed over the
-    old one, so a scrape never sees half a file. Returns the path written.
+    The temporary file (``.tmp-*``, which the collector ignores: it reads ``*.prom``) is
+    renamed over the old one, so a scrape never sees half a file. Returns the path written.
     """
     path = os.path.join(directory, name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # node-exporter runs as another user
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_text_atomic(path, text)
     return path

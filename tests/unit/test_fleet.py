@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from routemq.fleet import (UnitState, parse_systemctl_show, pid_exists, query_units,
-                           read_configured_fleet, read_fleet)
+from routemq.fleet import (UnitState, parse_systemctl_show, query_units, read_configured_fleet,
+                           read_fleet)
 from routemq.plan import Plan
 from routemq.status import build_status
 
@@ -27,13 +27,6 @@ def gone_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
-
-
-def test_pid_exists():
-    assert pid_exists(os.getpid())
-    assert pid_exists(1)  # another user's process would raise PermissionError: exists too
-    assert not pid_exists(gone_pid())
-    assert not pid_exists(0) and not pid_exists(-5)
 
 
 def test_missing_runtime_dir_is_a_note_not_an_error(tmp_path):

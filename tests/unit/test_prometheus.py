@@ -187,12 +187,6 @@ def test_write_textfile_is_atomic_and_world_readable(tmp_path):
     assert os.listdir(tmp_path) == [TEXTFILE_NAME]  # no temporary left behind
 
 
-def test_write_textfile_into_a_missing_directory_fails_cleanly(tmp_path):
-    with pytest.raises(OSError):
-        write_textfile(str(tmp_path / "absent"), "x 1\n")
-    assert os.listdir(tmp_path) == []
-
-
 @pytest.mark.parametrize("bad", [
     'routemq_x{a="b"c"} 1\n',                                  # unescaped quote
     "# HELP routemq_x X.\nroutemq_x 1\n",                       # sample before TYPE
