@@ -101,9 +101,12 @@ def _restarts(instance: int, unit: UnitState | None, master: Mapping[str, Any] |
               ) -> int | None:
     if unit is not None:
         return unit.restarts
-    counts = (master or {}).get("restarts") or {}
-    value = counts.get(str(instance))
-    return value if isinstance(value, int) else None
+    master = master or {}
+    # The process back end lists only instances it restarted; others have 0. Without a
+    # back end that restarts (standalone, backend "none"), nobody counts: unknown.
+    default = 0 if master.get("backend") == "processes" else None
+    value = (master.get("restarts") or {}).get(str(instance), default)
+    return value if isinstance(value, int) else default
 
 
 def _worker_row(instance: int, planned: bool, health: Mapping[str, Any] | None, snap: Snapshot,

@@ -143,7 +143,7 @@ def test_plan_mismatch_and_unplanned_instance():
 def test_master_section_restarts_and_plan_versions():
     master = {"pid": 50, "hostname": "node-a", "group": "prod", "backend": "processes",
               "started_at": NOW - 3600, "updated_at": NOW - 1, "plan_version": 5,
-              "instances": [1, 2], "restarts": {"1": 0, "2": 3},
+              "instances": [1, 2], "restarts": {"2": 3},
               "autoscaler": {"enabled": True, "min": 1, "max": 4, "target": 2, "rate": 12.5,
                              "last_action": "scale up to 2", "last_action_at": NOW - 30},
               "warnings": ["route 'x' wants 8 workers but only 2 instances exist; it runs on 2"]}
