@@ -172,3 +172,84 @@ def tally(rows: list[tuple[int, str, str, str]]) -> tuple[collections.Counter, c
     per_worker = collections.Counter(r[0] for r in rows)
     per_message = collections.Counter((r[2], r[3]) for r in rows)
     return per_worker, per_message
+
+
+class Run(Fleet):
+    """`routemq run` as a user starts it: the master and its child workers in one process
+    tree. Workers started by hand (`Fleet.start`) share its runtime directory."""
+
+    def __init__(self, broker: Mosquitto, directory: Path, workers: int, app: Path = APP,
+                 **config: str) -> None:
+        super().__init__(broker, directory, workers, ROUTEMQ_APP_ROOT=str(app), **config)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = directory / "run.stdout"
+
+    def start_run(self, *args: str, **extra: str) -> "Run":
+        env = self.env(0, TEST_WORKER="", **extra)  # each worker records as its instance
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "routemq", "run", "--workers", str(self.workers_total),
+             *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(self.dir))
+        out.close()
+        return self
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def master(self) -> dict:
+        try:
+            return json.loads((self.runtime / "master.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def healths(self) -> dict[int, dict]:
+        docs = {}
+        for path in (self.runtime / "workers").glob("*.json"):
+            try:
+                docs[int(path.stem)] = json.loads(path.read_text())
+            except ValueError:
+                pass
+        return docs
+
+    def wait_settled(self, instances: Iterable[int], timeout: float = 40.0) -> dict[int, dict]:
+        """Until the plan covers exactly `instances`, no hand-over is under way, and each of
+        them runs the current plan generation. Returns the health files."""
+        want = sorted(instances)
+        deadline = time.monotonic() + timeout
+        while True:
+            m, docs = self.master(), self.healths()
+            ok = (m.get("instances") == want and not m.get("handover") and
+                  all(docs.get(i, {}).get("state") == "running" and
+                      docs[i].get("plan_version") == m.get("plan_version") for i in want))
+            if ok:
+                return docs
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"routemq run exited {self.proc.returncode}:\n"
+                                     f"{self.output()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fleet not settled on {want} after {timeout}s: master "
+                                     f"{m}\nworkers { {i: d.get('state') for i, d in docs.items()} }"
+                                     f"\n{self.output()[-4000:]}")
+            time.sleep(0.1)
+
+    def stop_run(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill_run(self) -> None:
+        """Test clean-up after a failure: the run process and any worker it left."""
+        pids = [d.get("pid") for d in self.healths().values()]
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for pid in pids:
+            if isinstance(pid, int):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass

@@ -1,24 +1,10 @@
-"""Routes of the integration tests' application.
-
-Every handled message is recorded as one line "<worker> <route> <topic> <seq>" in
-$TEST_OUT/<worker>.log (line-buffered: a kill -9 cannot lose a recorded line), so tests count
-what was processed from the messages themselves.
-"""
+"""Routes of the integration tests' application (see tests/integration/apps/recorder.py)."""
 import asyncio
 import os
 import time
 
 from routemq.router import Router
-
-OUT = os.environ.get("TEST_OUT", "/tmp")
-WORKER = os.environ.get("TEST_WORKER") or os.environ.get("ROUTEMQ_INSTANCE") or str(os.getpid())
-_log = open(os.path.join(OUT, f"{WORKER}.log"), "a", buffering=1)
-
-
-def record(route, topic, payload):
-    seq = payload.get("seq") if isinstance(payload, dict) else repr(payload)[:40]
-    _log.write(f"{WORKER} {route} {topic} {seq}\n")
-
+from tests.integration.apps.recorder import record
 
 router = Router()
 
