@@ -222,7 +222,8 @@ def _warnings(snap: Snapshot, master: dict[str, Any] | None, workers: list[dict[
             age = master["updated_age_s"]
             out.append(f"master (pid {master['pid']}) is not running" +
                        (f": master.json last updated {age:.0f}s ago" if age is not None else ""))
-        out.extend(f"master: {w}" for w in master["warnings"])
+        # The master repeats its plan's warnings; each is said once.
+        out.extend(f"master: {w}" for w in master["warnings"] if w not in out)
     version = master["plan_version"] if master else None
     for w in workers:
         name = f"instance {w['instance']}"
