@@ -1,8 +1,9 @@
 """`routemq status` and `routemq metrics` against real workers on a real mosquitto.
 
-The workers are standalone (no master): `routemq status` computes their plan from the same
+Standalone workers (no master): `routemq status` computes their plan from the same
 configuration (WORKER_COUNT=4 and the test application), so a cleanly stopped worker shows as
-missing, not as gone from the fleet.
+missing, not as gone from the fleet. Under `routemq run`, the master's master.json adds the
+plan version, the back end and the restart counts.
 """
 import collections
 import json
@@ -15,7 +16,7 @@ import time
 import pytest
 
 from tests.integration.broker import publish_many
-from tests.integration.workers import Fleet
+from tests.integration.workers import Fleet, Run
 from tests.unit.test_prometheus import parse_exposition
 
 WORK = "shared:work/{id}"
@@ -144,3 +145,46 @@ def test_status_follows_a_hung_a_killed_and_a_stopped_worker(fleet):
     fleet.stop_all()
     doc, code = status_json(fleet)
     assert code == 3 and doc["health"]["healthy_workers"] == 0
+
+
+def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path):
+    run = Run(broker, tmp_path / "run", 3)
+    try:
+        run.start_run()
+        run.wait_settled([1, 2, 3])
+        master = run.master()
+        doc, code = status_json(run)
+        assert code == 0, doc["warnings"]
+        assert (doc["plan_source"], doc["backend"]) == ("master.json", "processes")
+        m = doc["master"]
+        assert (m["alive"], m["pid"], m["plan_version"], m["instances"]) == \
+            (True, master["pid"], master["plan_version"], [1, 2, 3])
+        assert [(w["instance"], w["alive"], w["restarts"], w["plan_version"])
+                for w in doc["workers"]] == [(i, True, 0, master["plan_version"])
+                                             for i in (1, 2, 3)]
+        # The test application asks for 4 workers on its shared routes: the plan says so, once.
+        assert sorted(doc["warnings"]) == [
+            f"route 'shared:{r}' wants 4 workers but only 3 instances exist; it runs on 3"
+            for r in ("block/{seconds}", "check/{kind}", "slow/{id}", "work/{id}")]
+
+        victim = run.healths()[2]["pid"]
+        os.kill(victim, signal.SIGKILL)  # the process back end restarts it and counts it
+        doc, code = wait_status(run, lambda d: workers_by_instance(d)[2]["restarts"] == 1
+                                and workers_by_instance(d)[2]["alive"], timeout=40)
+        w2 = workers_by_instance(doc)[2]
+        assert (w2["restarts"], w2["alive"]) == (1, True) and w2["pid"] != victim
+        assert code == 0
+        families = parse_exposition(routemq(run, "metrics").stdout)
+        restarts = {s[0]["instance"]: s[1]
+                    for s in families["routemq_worker_restarts_total"]["samples"]}
+        assert restarts == {"1": 0, "2": 1, "3": 0}
+        assert families["routemq_master_up"]["samples"][0][1] == 1
+        assert families["routemq_master_plan_version"]["samples"][0][1] == \
+            run.master()["plan_version"]
+
+        assert run.stop_run() == 0
+        doc, code = status_json(run)
+        assert code == 3 and doc["master"] is None and doc["health"]["healthy_workers"] == 0
+    finally:
+        run.stop_all()
+        run.kill_run()
