@@ -148,7 +148,8 @@ def test_status_follows_a_hung_a_killed_and_a_stopped_worker(fleet):
 
 
 def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path):
-    run = Run(broker, tmp_path / "run", 3)
+    textfiles = tmp_path / "node-exporter"  # where the master writes routemq.prom
+    run = Run(broker, tmp_path / "run", 3, ROUTEMQ_METRICS_TEXTFILE_DIR=str(textfiles))
     try:
         run.start_run()
         run.wait_settled([1, 2, 3])
@@ -181,6 +182,19 @@ def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path
         assert families["routemq_master_up"]["samples"][0][1] == 1
         assert families["routemq_master_plan_version"]["samples"][0][1] == \
             run.master()["plan_version"]
+
+        # The master's textfile for node-exporter: the same metrics, kept current.
+        deadline = time.monotonic() + 10
+        while True:
+            families = parse_exposition((textfiles / "routemq.prom").read_text())
+            restarts = {s[0]["instance"]: s[1]
+                        for s in families["routemq_worker_restarts_total"]["samples"]}
+            alive = families["routemq_workers_alive"]["samples"][0][1]
+            if (restarts.get("2"), alive) == (1, 3) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert restarts == {"1": 0, "2": 1, "3": 0} and alive == 3
+        assert os.listdir(textfiles) == ["routemq.prom"]
 
         assert run.stop_run() == 0
         doc, code = status_json(run)
