@@ -355,5 +355,6 @@ def read_configured_fleet(config: Any, **kwargs: Any) -> Snapshot:
                     f"standalone plan ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
                     f"the planned instances are those with health files")
     snap = read_fleet(config, fallback_plan=fallback, **kwargs)
-    snap.notes.extend([note] if note else [])
+    if note and os.path.isdir(config.runtime_dir):  # else "does not exist" says it all
+        snap.notes.append(note)
     return snap
