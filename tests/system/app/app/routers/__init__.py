@@ -1,0 +1,1 @@
+"""Router modules of the system-test application."""

@@ -1,0 +1,52 @@
+"""Fixtures of the system stage: the built .deb, the cached rootfs images, a booted machine
+per Debian suite with the package installed, and helpers to read its journal.
+
+Needs root (overlayfs, nspawn, cgroups). `ROUTEMQ_DEB=/path/routemq_x_all.deb` skips the
+build; `ROUTEMQ_SUITES=trixie` limits the suites (default: trixie and bookworm).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from machine import Machine, cleanup_stale
+from system_helpers import DEB_IN_MACHINE, ROOT
+
+SUITES = os.environ.get("ROUTEMQ_SUITES", "trixie bookworm").split()
+
+
+@pytest.fixture(scope="session")
+def deb() -> Path:
+    if os.geteuid() != 0:
+        pytest.fail("the system stage needs root (systemd-nspawn, overlayfs, cgroups)")
+    if os.environ.get("ROUTEMQ_DEB"):
+        return Path(os.environ["ROUTEMQ_DEB"])
+    subprocess.run([str(ROOT / "scripts" / "deb.sh")], check=True, stdout=subprocess.DEVNULL)
+    found = glob.glob(str(ROOT / "packaging" / "out" / "routemq_*_all.deb"))
+    assert len(found) == 1, found
+    return Path(found[0])
+
+
+@pytest.fixture(scope="session")
+def images(deb: Path) -> None:
+    cleanup_stale()
+    subprocess.run([str(ROOT / "scripts" / "nspawn-image.sh"), *SUITES], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module", params=SUITES)
+def machine(request: pytest.FixtureRequest, images: None, deb: Path) -> Iterator[Machine]:
+    """A booted container of one suite with mosquitto running and the .deb copied in."""
+    m = Machine(request.param)
+    try:
+        m.start()
+        m.put(deb, DEB_IN_MACHINE)
+        m.run("systemctl", "is-active", "--wait", "mosquitto")
+        yield m
+    finally:
+        m.stop()

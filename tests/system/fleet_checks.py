@@ -1,0 +1,289 @@
+"""The package under a real booted systemd (Debian 13 trixie and 12 bookworm, nspawn).
+
+The tests run in file order on one machine per suite and build on each other, as an
+operator's session would: install, configure, start, load, break things, purge.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from system_helpers import APP, DEB_IN_MACHINE, ROOT, Journal, plan, publish, show, wait_until
+from machine import Machine
+
+WORKERS = [f"routemq-worker@{i}.service" for i in range(1, 5)]
+CONF_D = "/etc/routemq/conf.d"
+
+
+def wanted_workers(m: Machine) -> set[int]:
+    wants = show(m, "routemq.target", "Wants")["Wants"].split()
+    return {int(u.split("@")[1].split(".")[0]) for u in wants if u.startswith("routemq-worker@")}
+
+
+def owners(m: Machine, route_key: str) -> list[int]:
+    return list(plan(m)["routes"].get(route_key, []))
+
+
+def memory_limit(m: Machine, pid: str) -> int:
+    """The memory limit the kernel applies to pid's cgroup (cgroup v1 or v2)."""
+    for line in m.run("cat", f"/proc/{pid}/cgroup").stdout.splitlines():
+        _, names, path = line.split(":", 2)
+        if "memory" in names.split(","):
+            # v1 without a cgroup namespace root: the path still starts with the machine's
+            # own cgroup, which is what is bound on /sys/fs/cgroup/memory inside.
+            path = path.removeprefix(f"/{m.name}")
+            return int(m.run("cat", f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes").stdout)
+    path = m.run("sh", "-c", f"sed -n 's/^0:://p' /proc/{pid}/cgroup").stdout.strip()
+    return int(m.run("cat", f"/sys/fs/cgroup{path}/memory.max").stdout)
+
+
+def restarts(m: Machine, unit: str) -> int:
+    return int(show(m, unit, "NRestarts")["NRestarts"] or 0)
+
+
+def test_install_pulls_dependencies_from_the_archive(machine: Machine) -> None:
+    m = machine
+    before = m.run("dpkg-query", "-W", "-f=${Status}", "python3-paho-mqtt", check=False).stdout
+    assert "ok installed" not in before  # the image only has the .debs in apt's cache
+    out = m.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                "--no-install-recommends", DEB_IN_MACHINE).stdout
+    for dep in ("python3-paho-mqtt", "python3-sdnotify", "python3-pythonjsonlogger",
+                "python3-configargparse"):
+        assert f"Setting up {dep}" in out, out
+    assert m.run("id", "-u", "routemq").stdout.strip().isdigit()
+    assert m.run("stat", "-c", "%U %a", "/run/routemq").stdout.split() == ["routemq", "755"]
+    assert m.run("stat", "-c", "%U", "/srv/routemq").stdout.strip() == "root"
+    # Nothing starts before the operator configured a broker and an application.
+    assert m.run("systemctl", "is-active", "routemq-master.service",
+                 check=False).stdout.strip() == "inactive"
+    units = [f"/lib/systemd/system/{u}" for u in
+             ("routemq.target", "routemq-master.service", "routemq-worker@.service")]
+    verify = m.run("systemd-analyze", "verify", "--man=no", *units, check=False)
+    assert verify.returncode == 0 and "routemq" not in verify.stderr, verify.stderr
+
+
+def test_conffile_lists_every_key_with_its_default(machine: Machine) -> None:
+    m = machine
+    check = subprocess.run(["/usr/bin/python3", str(ROOT / "scripts" / "conffile.py"),
+                            "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    shipped = m.run("cat", "/etc/routemq/routemq.conf").stdout
+    assert shipped == (ROOT / "etc" / "routemq" / "routemq.conf").read_text()
+    conffiles = m.run("dpkg-query", "-W", "-f=${Conffiles}", "routemq").stdout
+    assert "/etc/routemq/routemq.conf" in conffiles
+    effective = json.loads(m.run("routemq", "config", "--json").stdout)
+    assert effective["worker_count"]["value"] == "auto"
+
+
+def test_generator_wants_instances_from_worker_count(machine: Machine) -> None:
+    m = machine
+    m.put(APP, "/srv/routemq/app")
+    m.write(f"{CONF_D}/10-test.conf", "mqtt_broker = 127.0.0.1\nworker_count = 3\n")
+    m.run("systemctl", "daemon-reload")
+    assert wanted_workers(m) == {1, 2, 3}
+    # "auto": the largest worker_count of the application's shared routes (work/{batch}: 4)
+    m.write(f"{CONF_D}/10-test.conf", "mqtt_broker = 127.0.0.1\n")
+    m.run("systemctl", "daemon-reload")
+    assert wanted_workers(m) == {1, 2, 3, 4}
+
+
+def test_start_four_workers_starts_the_master(machine: Machine) -> None:
+    m = machine
+    m.run("systemctl", "start", *WORKERS, timeout=90)
+    states = {u: m.run("systemctl", "is-active", u, check=False).stdout.strip()
+              for u in ["routemq-master.service", *WORKERS]}
+    assert set(states.values()) == {"active"}, states
+    for unit in ["routemq-master.service", *WORKERS]:
+        status = show(m, unit, "StatusText")["StatusText"]
+        assert status, f"{unit} has no STATUS= line"
+    assert sorted(int(i) for i in plan(m)["instances"]) == [1, 2, 3, 4]
+
+
+def test_shared_route_is_spread_over_the_four(machine: Machine) -> None:
+    m = machine
+    journal = Journal(m)
+    publish(m, "work/spread", 400)
+    got = wait_until(lambda: (lambda p: p if sum(map(len, p.values())) >= 400 else None)(
+        journal.processed("spread")), 60, "400 messages processed")
+    assert set().union(*got.values()) == set(range(1, 401))
+    assert sorted(got) == [1, 2, 3, 4], got.keys()
+    assert min(len(s) for s in got.values()) >= 50, {w: len(s) for w, s in got.items()}
+
+
+def test_journal_holds_json_records_and_handler_errors(machine: Machine) -> None:
+    m = machine
+    journal = Journal(m)
+    records = journal.records("-u", "routemq-worker@*")
+    assert records
+    assert all("worker_id" in r and "level" in r for _, r in records)
+    assert any("route" in r for _, r in records)
+    assert {e.get("ROUTEMQ_WORKER") for e, _ in records} >= {"1", "2", "3", "4"}
+    publish(m, "fail/7", 1, qos=0)
+
+    def error_record() -> list[dict[str, str]]:
+        return [r for _, r in Journal(m).records("-p", "warning", "-u", "routemq-worker@*")
+                if "deliberate failure 7" in json.dumps(r)]
+    found = wait_until(error_record, 20, "the failing handler's error in journalctl -p warning")
+    assert found[0]["level"] == "ERROR" and found[0].get("route") == "fail/{n}", found[0]
+
+
+def test_kill_9_restarts_and_loses_no_qos1_message(machine: Machine) -> None:
+    m = machine
+    unit = "routemq-worker@2.service"
+    before = restarts(m, unit)
+    pid = show(m, unit, "MainPID")["MainPID"]
+    publisher = threading.Thread(target=publish, args=(m, "work/kill", 3000))
+    publisher.start()
+    time.sleep(0.3)
+    m.run("kill", "-9", pid)
+    publisher.join()
+    publish(m, "work/kill", 1000, start=3001)  # while @2 restarts: queued in its session
+    wait_until(lambda: restarts(m, unit) > before, 30, f"{unit} NRestarts to grow")
+    wait_until(lambda: m.run("systemctl", "is-active", unit, check=False).stdout.strip()
+               == "active", 60, f"{unit} active again")
+    journal = Journal(m)
+    got = wait_until(lambda: (lambda p: p if set().union(*p.values()) >= set(range(1, 4001))
+                              else None)(journal.processed("kill")), 90,
+                     "all 4000 QoS 1 messages processed")
+    assert 2 in got  # the killed instance processed its share after the restart
+    assert show(m, unit, "MainPID")["MainPID"] != pid
+
+
+def test_blocked_loop_is_restarted_by_the_watchdog(machine: Machine) -> None:
+    m = machine
+    [blocked] = owners(m, "single:block/{n}")
+    unit = f"routemq-worker@{blocked}.service"
+    others = [u for u in WORKERS if u != unit]
+    before = {u: restarts(m, u) for u in WORKERS}
+    publish(m, "block/1", 1, qos=0)
+    time.sleep(1)
+    publish(m, "work/watchdog", 200)  # the others keep processing meanwhile
+    wait_until(lambda: restarts(m, unit) > before[unit], 40, f"{unit} watchdog restart")
+    log = m.run("journalctl", "--no-pager", "-u", unit).stdout
+    assert "Watchdog timeout" in log
+    assert {u: restarts(m, u) for u in others} == {u: before[u] for u in others}
+    journal = Journal(m)
+    got = wait_until(lambda: (lambda p: p if set().union(*p.values()) >= set(range(1, 201))
+                              else None)(journal.processed("watchdog")), 60,
+                     "work published during the block processed")
+    assert len(got) >= 3
+
+
+def test_memory_max_is_enforced_and_limits_applied(machine: Machine) -> None:
+    m = machine
+    [hog] = owners(m, "single:hog/{mb}")
+    unit = f"routemq-worker@{hog}.service"
+    m.write("/etc/systemd/system/routemq-worker@.service.d/50-test.conf",
+            "[Service]\nMemoryMax=150M\n")
+    m.run("systemctl", "daemon-reload")
+    m.run("systemctl", "restart", unit, timeout=90)
+    props = show(m, unit, "MemoryMax", "LimitNOFILE", "TasksMax", "MainPID")
+    assert props["MemoryMax"] == str(150 << 20)
+    assert props["LimitNOFILE"] == "16384"
+    limits = m.run("cat", f"/proc/{props['MainPID']}/limits").stdout
+    assert re.search(r"^Max open files\s+16384\s+16384", limits, re.M), limits
+    assert memory_limit(m, props["MainPID"]) == 150 << 20  # the kernel's, not just systemd's
+    before = restarts(m, unit)
+    publish(m, "hog/400", 1, qos=0)
+    wait_until(lambda: restarts(m, unit) > before, 40, f"{unit} restarted after the hog")
+    log = m.run("journalctl", "--no-pager", "-u", unit).stdout
+    assert "allocating 400 MiB" in log
+    assert "allocated 400 MiB" not in log  # killed before the allocation finished
+    assert re.search(r"oom|status=9/KILL", log, re.I), log[-2000:]
+    # The kill came from the memory cgroup of this unit in this machine (host kernel log).
+    kernel = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    assert re.search(rf"oom_memcg=\S*/{re.escape(m.name)}/\S*routemq-worker@{hog}\.service",
+                     kernel), "no memory-cgroup OOM kill of the unit in the kernel log"
+    wait_until(lambda: m.run("systemctl", "is-active", unit, check=False).stdout.strip()
+               == "active", 60, f"{unit} active again")
+
+
+def test_stop_drains_and_master_moves_routes_start_joins(machine: Machine) -> None:
+    m = machine
+    [held_by] = owners(m, "single:fail/{n}")
+    stop = f"routemq-worker@{held_by}.service"
+    m.run("systemctl", "stop", stop, timeout=60)
+    assert show(m, stop, "ActiveState", "Result") == {"ActiveState": "inactive",
+                                                      "Result": "success"}
+    assert f"worker {held_by} stopped" in m.run("journalctl", "--no-pager", "-u", stop).stdout
+    wait_until(lambda: str(held_by) not in plan(m)["instances"], 20,
+               f"the master to drop instance {held_by} from the plan")
+    [new_owner] = owners(m, "single:fail/{n}")
+    assert new_owner != held_by
+    m.run("systemctl", "start", "routemq-worker@5.service", timeout=90)
+    wait_until(lambda: "5" in plan(m)["instances"], 20, "instance 5 in the plan")
+    assert 5 in owners(m, "shared:work/{batch}")
+    m.run("systemctl", "start", stop, timeout=90)  # back to the fleet the next tests expect
+    wait_until(lambda: str(held_by) in plan(m)["instances"], 20, f"instance {held_by} back")
+
+
+def test_broken_config_fails_once_without_restart_loop(machine: Machine) -> None:
+    m = machine
+    m.write(f"{CONF_D}/99-broken.conf", "mqtt_port = not-a-port\n")
+    try:
+        unit = "routemq-worker@7.service"
+        started = m.run("systemctl", "start", unit, check=False, timeout=60)
+        assert started.returncode != 0
+        time.sleep(3)  # a restart loop would show by now (RestartSec=1)
+        props = show(m, unit, "ActiveState", "Result", "ExecMainStatus", "NRestarts")
+        assert props == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "2",
+                         "NRestarts": "0"}, props
+        log = m.run("journalctl", "--no-pager", "-u", unit).stdout
+        assert "config error: mqtt_port" in log and "99-broken.conf" in log, log
+    finally:
+        m.run("rm", "-f", f"{CONF_D}/99-broken.conf")
+        m.run("systemctl", "reset-failed", "routemq-worker@7.service", check=False)
+
+
+def test_status_shows_the_fleet(machine: Machine) -> None:
+    m = machine
+    text = m.run("routemq", "status").stdout
+    for i in (1, 2, 3, 4, 5):
+        assert re.search(rf"^\s*{i}\s", text, re.M), text
+    doc = json.loads(m.run("routemq", "status", "--json").stdout)
+    assert doc
+
+
+def test_polkit_lets_routemq_manage_only_worker_instances(machine: Machine) -> None:
+    m = machine
+    m.run("systemctl", "start", "routemq-worker@6.service", user="routemq", timeout=90)
+    assert m.run("systemctl", "is-active", "routemq-worker@6.service").stdout.strip() == "active"
+    m.run("systemctl", "stop", "routemq-worker@6.service", user="routemq", timeout=60)
+    denied = m.run("systemctl", "stop", "mosquitto.service", user="routemq", check=False)
+    assert denied.returncode != 0
+    assert m.run("systemctl", "is-active", "mosquitto").stdout.strip() == "active"
+    denied = m.run("systemctl", "restart", "routemq-master.service", user="routemq",
+                   check=False)
+    assert denied.returncode != 0
+
+
+@pytest.mark.parametrize("unit", ["routemq-master.service", "routemq-worker@1.service"])
+def test_security_exposure_at_most_2(machine: Machine, unit: str) -> None:
+    out = machine.run("systemd-analyze", "security", "--no-pager", unit).stdout
+    level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
+    assert level, out[-500:]
+    assert float(level.group(1)) <= 2.0, out
+    print(f"{machine.suite} {unit}: exposure {level.group(1)}")
+
+
+def test_purge_stops_everything_and_keeps_srv(machine: Machine) -> None:
+    m = machine
+    m.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "purge", "-y", "-q", "routemq",
+          timeout=120)
+    units = m.run("systemctl", "list-units", "--all", "--plain", "--no-legend",
+                  "routemq*").stdout
+    assert not [line for line in units.splitlines() if " active " in line], units
+    assert m.run("pgrep", "-u", "routemq", check=False).returncode == 1
+    for gone in ("/lib/systemd/system/routemq-worker@.service",
+                 "/lib/systemd/system-generators/routemq-generator",
+                 "/etc/routemq/routemq.conf",
+                 "/run/routemq", "/usr/bin/routemq"):
+        assert m.run("test", "-e", gone, check=False).returncode == 1, gone
+    assert m.run("test", "-f", "/srv/routemq/app/routers/system.py",
+                 check=False).returncode == 0
