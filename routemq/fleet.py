@@ -115,6 +115,12 @@ _MASTER_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _wrong_types(doc: dict[str, Any], types: dict[str, tuple[type, ...]]) -> list[str]:
+    """The keys of ``doc`` whose value is not of its expected type (a bool is no number)."""
+    return [k for k, t in types.items()
+            if k in doc and (not isinstance(doc[k], t) or isinstance(doc[k], bool))]
+
+
 def read_master(path: str) -> tuple[dict[str, Any] | None, list[str]]:
     """master.json with every key of the wrong type dropped (and named in a note)."""
     doc, note = read_json(path, "master.json")
@@ -122,13 +128,9 @@ def read_master(path: str) -> tuple[dict[str, Any] | None, list[str]]:
         return None, [note] if note else []
     if not isinstance(doc, dict):
         return None, ["master.json: not a JSON object"]
-    notes, clean = [], {}
-    for key, value in doc.items():
-        types = _MASTER_TYPES.get(key)
-        if types is not None and (not isinstance(value, types) or isinstance(value, bool)):
-            notes.append(f"master.json: {key} has the wrong type, ignored")
-            continue
-        clean[key] = value
+    bad = _wrong_types(doc, _MASTER_TYPES)
+    notes = [f"master.json: {key} has the wrong type, ignored" for key in bad]
+    clean = {k: v for k, v in doc.items() if k not in bad}
     if isinstance(clean.get("instances"), list):
         good = [i for i in clean["instances"] if isinstance(i, int) and not isinstance(i, bool)
                 and i > 0]
@@ -172,8 +174,7 @@ def read_health_dir(directory: str) -> tuple[dict[int, dict[str, Any]], list[str
             notes.append(f"workers/{name}: not a JSON object")
             workers[instance] = {}
             continue
-        bad = [k for k, types in _HEALTH_TYPES.items()
-               if k in doc and (not isinstance(doc[k], types) or isinstance(doc[k], bool))]
+        bad = _wrong_types(doc, _HEALTH_TYPES)
         missing = [k for k in ("pid", "updated_at") if k not in doc]
         if bad or missing:
             notes.append(f"workers/{name}: " + "; ".join(
