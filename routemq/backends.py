@@ -17,6 +17,7 @@ import time
 from collections import deque
 from typing import Mapping, Protocol, Sequence
 
+from routemq.fleet import UNIT_TEMPLATE, UnitState, list_worker_units, query_units
 from routemq.notify import child_environment
 
 log = logging.getLogger("routemq.backend")
@@ -24,7 +25,6 @@ log = logging.getLogger("routemq.backend")
 EXIT_CONFIG = 2           # the worker's "bad configuration": restarting cannot help
 RESTART_BURST = 5         # at most this many restarts of one instance ...
 RESTART_INTERVAL = 60.0   # ... within this many seconds (systemd's StartLimitBurst/Interval)
-UNIT = "routemq-worker@{}.service"
 
 
 class Backend(Protocol):
@@ -154,49 +154,44 @@ class SystemdBackend:
 
     name = "systemd"
 
-    def __init__(self, systemctl: Sequence[str] = ("systemctl",)) -> None:
-        self.systemctl = list(systemctl)
+    def __init__(self, systemctl: str = "systemctl", block: bool = False) -> None:
+        self.systemctl = systemctl
+        # The master's loop must not wait for a stop (the worker's drain): --no-block.
+        self.block = block
 
-    def _run(self, verb: str, instance: int) -> None:
-        # --no-block: a stop waits for the worker's drain; the master's loop must not.
-        cmd = [*self.systemctl, verb, "--no-block", UNIT.format(instance)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    def _run(self, verb: str, instances: Sequence[int]) -> bool:
+        cmd = [self.systemctl, verb, *([] if self.block else ["--no-block"]),
+               *(UNIT_TEMPLATE.format(i) for i in instances)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             log.error("%s failed: %s", " ".join(cmd), done.stderr.strip() or done.returncode)
+        return done.returncode == 0
 
     def start(self, instance: int) -> None:
-        self._run("start", instance)
+        self._run("start", [instance])
 
     def stop(self, instance: int) -> None:
-        self._run("stop", instance)
+        self._run("stop", [instance])
+
+    def start_many(self, instances: Sequence[int]) -> bool:
+        return self._run("start", instances)
+
+    def stop_many(self, instances: Sequence[int]) -> bool:
+        return self._run("stop", instances)
+
+    def units(self) -> dict[int, UnitState]:
+        """The loaded routemq-worker@N units and their state ({} when systemd cannot tell)."""
+        listed, _ = list_worker_units(self.systemctl)
+        states, _ = query_units(listed or [], self.systemctl)
+        return states or {}
 
     def poll(self) -> list[int]:
         return []  # Restart=on-failure does it
 
     def running(self) -> set[int]:
-        return {i for i, state in unit_states(self.systemctl).items()
-                if state.get("ActiveState") in ("active", "activating", "reloading")}
+        return {i for i, unit in self.units().items()
+                if unit.active_state in ("active", "activating", "reloading")}
 
     def restarts(self) -> dict[int, int]:
         return {}  # `routemq status` reads NRestarts from systemd itself
-
-
-def unit_states(systemctl: Sequence[str] = ("systemctl",)) -> dict[int, dict[str, str]]:
-    """Instance -> {ActiveState, SubState, MainPID, NRestarts} of the loaded worker units."""
-    listed = subprocess.run([*systemctl, "list-units", "--all", "--plain", "--no-legend",
-                             "routemq-worker@*.service"], capture_output=True, text=True,
-                            timeout=30)
-    names = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
-    if not names:
-        return {}
-    shown = subprocess.run([*systemctl, "show", "-p",
-                            "Id,ActiveState,SubState,MainPID,NRestarts", *names],
-                           capture_output=True, text=True, timeout=30)
-    states: dict[int, dict[str, str]] = {}
-    for block in shown.stdout.split("\n\n"):
-        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        unit = fields.get("Id", "")
-        number = unit.removeprefix("routemq-worker@").removesuffix(".service")
-        if number.isdigit():
-            states[int(number)] = fields
-    return states

@@ -38,3 +38,27 @@ def test_shared_subscription_topic_format():
     router.add_route(route)
     info = WorkerManager(router, "test_group").get_shared_routes_info()
     assert info[0]["subscription"] == "$share/test_group/sensors/+/data"
+
+
+def test_unknown_backend_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="backend must be"):
+        WorkerManager(Router(), "g", backend="docker")
+
+
+def test_application_loads_the_routes_and_its_manager(monkeypatch):
+    import os
+
+    from routemq.application import Application
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "iot")
+    monkeypatch.setenv("ROUTEMQ_CONFIG", os.devnull)
+    monkeypatch.setenv("MQTT_GROUP_NAME", "production_workers")
+    app = Application(app_root=root, worker_count=5)
+    assert len(app.router.routes) == 6
+    manager = app.worker_manager
+    assert manager.group_name == "production_workers" and manager.default_worker_count() == 5
+    assert {r["subscription"] for r in manager.get_shared_routes_info()} >= {
+        "$share/production_workers/sensors/+/data"}
+    # what a child worker gets: the settings given here, as environment variables
+    assert manager.environ["WORKER_COUNT"] == "5"
+    assert manager.environ["ROUTEMQ_APP_ROOT"] == os.path.abspath(root)
