@@ -43,6 +43,7 @@ log = logging.getLogger("routemq.master")
 
 TICK = 0.5
 HANDOVER_TIMEOUT = 10.0  # seconds to wait for new owners before letting the old ones go
+TEXTFILE_INTERVAL = 2.0  # seconds between two writes of the Prometheus textfile
 
 
 class MasterError(Exception):
@@ -73,6 +74,7 @@ class Master:
         self._stop = asyncio.Event()
         self._replan = False
         self.claimed = False
+        self._textfile_at = -TEXTFILE_INTERVAL
 
     # --- the plan ------------------------------------------------------------------------
     def _write(self, plan: Plan) -> None:
@@ -231,7 +233,8 @@ class Master:
         alive = len(self.present(now) & self.membership.members)
         self.notifier.status(f"{alive}/{len(self.membership.members)} workers alive; plan "
                              f"generation {snap['plan_version']}; {snap['load']['rate']} msg/s")
-        if self.config.metrics_textfile_dir:
+        if self.config.metrics_textfile_dir and now - self._textfile_at >= TEXTFILE_INTERVAL:
+            self._textfile_at = now  # not every tick: under systemd it asks systemctl
             self._write_textfile()
         self.notifier.watchdog()
 

@@ -5,7 +5,8 @@
 
 Every family gets its # HELP and # TYPE lines and all its samples together; names start with
 ``routemq_``; counters end in ``_total``; labels are ``host`` and ``group`` on every sample,
-plus ``instance`` (the worker's instance number) and ``route`` (the route key, e.g.
+plus ``worker`` (the worker's instance number: not ``instance``, which Prometheus sets to the
+scrape target itself) and ``route`` (the route key, e.g.
 ``shared:sensors/{device_id}/data``) where they apply. Label values are escaped (backslash,
 double quote, newline), so any route pattern is safe.
 
@@ -14,9 +15,6 @@ double quote, newline), so any route pattern is safe.
     # HELP routemq_x An example.
     # TYPE routemq_x gauge
     routemq_x{route="a\\"b"} 1
-
-Note: Prometheus attaches its own ``instance`` label (the scrape target) too; with the default
-honor_labels: false the worker's label arrives as ``exported_instance``.
 """
 from __future__ import annotations
 
@@ -179,9 +177,9 @@ def render_metrics(status: Mapping[str, Any]) -> str:
     workers = status["workers"]
     for name, kind, help_text, key in WORKER_METRICS:
         exp.add(name, kind, help_text,
-                [({**base, "instance": w["instance"]}, w.get(key)) for w in workers])
+                [({**base, "worker": w["instance"]}, w.get(key)) for w in workers])
     exp.add("routemq_worker_routes_held", "gauge", "Routes the worker is assigned.",
-            [({**base, "instance": w["instance"]}, len(w["routes_held"]))
+            [({**base, "worker": w["instance"]}, len(w["routes_held"]))
              for w in workers if w["pid"]])
     _route_metrics(exp, base, workers)
     _plan_metrics(exp, base, status.get("routes", []))
@@ -191,7 +189,7 @@ def render_metrics(status: Mapping[str, Any]) -> str:
 
 def _route_metrics(exp: Exposition, base: Labels, workers: list[Mapping[str, Any]]) -> None:
     # Latency figures of a route with no message yet are zeros, not measurements: left out.
-    per_route = [({**base, "instance": w["instance"], "route": key},
+    per_route = [({**base, "worker": w["instance"], "route": key},
                   stats if stats.get("processed") or stats.get("errors")
                   else {k: v for k, v in stats.items() if not k.endswith("_ms")})
                  for w in workers for key, stats in sorted(w.get("routes", {}).items())]

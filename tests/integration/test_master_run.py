@@ -65,6 +65,21 @@ def assert_all_once(rows, sent):
     assert not missing, f"{len(missing)} of {sent} messages lost, e.g. {sorted(missing)[:10]}"
 
 
+def status_of(run, processed=0, timeout=10.0):
+    """`routemq status --json`: (document, {instance: worker row}, {route: row}), once the
+    health files (written every second) count at least `processed` messages."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rc, doc = run.status()
+        if doc["overview"]["processed"] >= processed or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    workers = {w["instance"]: w for w in doc["workers"]}
+    routes = {r["route"]: r for r in doc["routes"]}
+    assert rc == {"healthy": 0, "degraded": 1, "unhealthy": 3}[doc["health"]["status"]]
+    return doc, workers, routes
+
+
 def workers_since(run, route, t0_count):
     """Workers that handled `route` messages after the first `t0_count` records."""
     return {w for w, *_ in run.processed(route)[t0_count:]}
@@ -88,9 +103,15 @@ def test_plan_seen_from_the_messages(make_run, broker):
         assert len(workers) == want, (route, collections.Counter(w for w, _ in by_route[route]))
         assert sorted(s for _, s in by_route[route]) == list(range(600)), route
     assert [s for _, s in by_route["c"]] == list(range(600))  # in publish order
-    # and what the plan says matches what happened
-    plan_routes = run.master()
-    assert plan_routes["members"] == [1, 2, 3, 4]
+    # and `routemq status` says what happened
+    doc, workers, routes = status_of(run, processed=1800)
+    assert doc["health"]["status"] == "healthy" and sorted(workers) == [1, 2, 3, 4]
+    assert all(w["alive"] and w["state"] == "running" for w in workers.values())
+    assert sum(w["processed"] for w in workers.values()) == 1800
+    for key, route, want in (("shared:a/{id}", "a", 1), ("shared:b/{id}", "b", 3),
+                             ("single:c/{id}", "c", 1)):
+        assert len(routes[key]["holding"]) == want and not routes[key]["mismatch"]
+        assert set(routes[key]["holding"]) == {w for w, _ in by_route[route]}
     assert run.stop_run() == 0
     assert not run.healths() and not (run.runtime / "master.json").exists()
 
@@ -111,6 +132,20 @@ def test_run_restarts_a_killed_worker_and_loses_nothing(make_run, broker):
     docs = run.wait_settled([1, 2, 3, 4])
     assert docs[2]["pid"] != victim
     assert run.master()["restarts"] == {"2": 1}
+    # status: the restart is counted; the survivors' counters match their records
+    per_worker, _ = tally(rows)
+    survivors = sum(per_worker[i] for i in (1, 3, 4))
+    deadline = time.monotonic() + 10
+    while True:
+        doc, workers, _ = status_of(run)
+        counted = sum(workers[i]["processed"] for i in (1, 3, 4))
+        if counted >= survivors or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert doc["health"]["status"] == "healthy"
+    assert workers[2]["restarts"] == 1 and workers[2]["pid"] == docs[2]["pid"]
+    assert [workers[i]["restarts"] for i in (1, 3, 4)] == [0, 0, 0]
+    assert [workers[i]["processed"] for i in (1, 3, 4)] == [per_worker[i] for i in (1, 3, 4)]
     assert run.stop_run() == 0
 
 
@@ -126,6 +161,9 @@ def test_scaling_by_hand_2_4_2_during_a_stream(make_run, broker):
         while not {3, 4} <= workers_since(run, "work", mark):
             assert time.monotonic() < deadline, "new workers got no messages within 10s"
             time.sleep(0.1)
+        doc, workers, routes = status_of(run)
+        assert doc["health"]["status"] == "healthy" and sorted(workers) == [1, 2, 3, 4]
+        assert routes["shared:work/{id}"]["holding"] == [1, 2, 3, 4]
         for worker in hand:
             assert worker.stop() == 0  # SIGTERM: hand over, drain, leave the plan
         run.wait_settled([1, 2])
@@ -133,6 +171,9 @@ def test_scaling_by_hand_2_4_2_during_a_stream(make_run, broker):
     sent = stream.sent
     rows = run.wait_processed(sent, "work", timeout=60)
     assert_all_once(rows, sent)
+    doc, workers, routes = status_of(run)  # the stopped ones are gone, not "dead"
+    assert doc["health"]["status"] == "healthy" and sorted(workers) == [1, 2]
+    assert routes["shared:work/{id}"]["holding"] == [1, 2]
     assert run.stop_run() == 0
 
 
@@ -154,4 +195,6 @@ def test_autoscaler_follows_the_load(make_run, broker):
     assert "autoscaler" in run.output() and run.master()["autoscaler"]["target"] == 2
     rows = run.wait_processed(sent, "work", timeout=60)
     assert_all_once(rows, sent)
+    doc, workers, _ = status_of(run)
+    assert sorted(workers) == [1, 2] and doc["health"]["status"] == "healthy"
     assert run.stop_run() == 0

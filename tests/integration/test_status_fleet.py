@@ -92,9 +92,9 @@ def test_status_and_metrics_count_what_the_workers_processed(fleet, broker):
     r = routemq(fleet, "metrics")
     assert r.returncode == 0, r.stderr
     families = parse_exposition(r.stdout)
-    up = {s[0]["instance"]: s[1] for s in families["routemq_worker_up"]["samples"]}
+    up = {s[0]["worker"]: s[1] for s in families["routemq_worker_up"]["samples"]}
     assert up == {"1": 1, "2": 1, "3": 1, "4": 1}
-    by_route = {s[0]["instance"]: s[1]
+    by_route = {s[0]["worker"]: s[1]
                 for s in families["routemq_route_messages_processed_total"]["samples"]
                 if s[0]["route"] == WORK}
     assert {int(i): int(v) for i, v in by_route.items() if v} == \
@@ -176,7 +176,7 @@ def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path
         assert (w2["restarts"], w2["alive"]) == (1, True) and w2["pid"] != victim
         assert code == 0
         families = parse_exposition(routemq(run, "metrics").stdout)
-        restarts = {s[0]["instance"]: s[1]
+        restarts = {s[0]["worker"]: s[1]
                     for s in families["routemq_worker_restarts_total"]["samples"]}
         assert restarts == {"1": 0, "2": 1, "3": 0}
         assert families["routemq_master_up"]["samples"][0][1] == 1
@@ -187,7 +187,7 @@ def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path
         deadline = time.monotonic() + 10
         while True:
             families = parse_exposition((textfiles / "routemq.prom").read_text())
-            restarts = {s[0]["instance"]: s[1]
+            restarts = {s[0]["worker"]: s[1]
                         for s in families["routemq_worker_restarts_total"]["samples"]}
             alive = families["routemq_workers_alive"]["samples"][0][1]
             if (restarts.get("2"), alive) == (1, 3) or time.monotonic() > deadline:

@@ -253,3 +253,13 @@ class Run(Fleet):
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+    def status(self) -> tuple[int, dict]:
+        """`routemq status --json` as an operator runs it: (exit status, document)."""
+        env = self.env(0)
+        done = subprocess.run([sys.executable, "-m", "routemq", "status", "--json"], env=env,
+                              capture_output=True, text=True, timeout=30)
+        try:
+            return done.returncode, json.loads(done.stdout)
+        except ValueError:
+            raise AssertionError(f"status printed no JSON: {done.stdout!r} {done.stderr!r}")

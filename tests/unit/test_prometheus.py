@@ -146,21 +146,21 @@ def test_render_metrics_is_valid_and_complete():
     assert value("routemq_fleet_health_ratio") == 0.5
     assert value("routemq_fleet_status", status="unhealthy") == 1
     assert value("routemq_fleet_status", status="healthy") == 0
-    assert value("routemq_worker_up", instance=1) == 1
-    assert value("routemq_worker_up", instance=2) == 0
-    assert value("routemq_worker_restarts_total", instance=2) == 4
-    assert value("routemq_worker_messages_processed_total", instance=1) == 40
-    assert value("routemq_worker_handler_errors_total", instance=1) == 2
-    assert value("routemq_worker_messages_per_second", instance=1) == 3.5
-    assert value("routemq_worker_messages_per_second", instance=2) == 0  # dead: no load
-    assert value("routemq_worker_resident_memory_bytes", instance=1) == 52428800
-    assert value("routemq_worker_cpu_seconds_total", instance=1) == 5.0
-    assert value("routemq_route_messages_processed_total", instance=1, route=ODD_ROUTE) == 40
-    assert value("routemq_route_latency_seconds", instance=1, route=ODD_ROUTE,
+    assert value("routemq_worker_up", worker=1) == 1
+    assert value("routemq_worker_up", worker=2) == 0
+    assert value("routemq_worker_restarts_total", worker=2) == 4
+    assert value("routemq_worker_messages_processed_total", worker=1) == 40
+    assert value("routemq_worker_handler_errors_total", worker=1) == 2
+    assert value("routemq_worker_messages_per_second", worker=1) == 3.5
+    assert value("routemq_worker_messages_per_second", worker=2) == 0  # dead: no load
+    assert value("routemq_worker_resident_memory_bytes", worker=1) == 52428800
+    assert value("routemq_worker_cpu_seconds_total", worker=1) == 5.0
+    assert value("routemq_route_messages_processed_total", worker=1, route=ODD_ROUTE) == 40
+    assert value("routemq_route_latency_seconds", worker=1, route=ODD_ROUTE,
                  quantile="0.99") == 0.009
-    assert value("routemq_route_latency_average_seconds", instance=1, route=ODD_ROUTE) == 0.002
+    assert value("routemq_route_latency_average_seconds", worker=1, route=ODD_ROUTE) == 0.002
     # A route with no message yet has counts but no latency figures.
-    assert value("routemq_route_messages_processed_total", instance=1, route="single:idle") == 0
+    assert value("routemq_route_messages_processed_total", worker=1, route="single:idle") == 0
     assert not [s for s in families["routemq_route_latency_seconds"]["samples"]
                 if s[0]["route"] == "single:idle"]
     assert value("routemq_route_instances_planned", route=ODD_ROUTE) == 2
