@@ -266,7 +266,7 @@ class Master:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.tick(time.time())
         self.notifier.ready(f"plan generation {self.written.generation if self.written else 0}")

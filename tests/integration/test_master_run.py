@@ -3,6 +3,8 @@ the autoscaler, all against a real mosquitto with real worker processes."""
 import collections
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -197,4 +199,50 @@ def test_autoscaler_follows_the_load(make_run, broker):
     assert_all_once(rows, sent)
     doc, workers, _ = status_of(run)
     assert sorted(workers) == [1, 2] and doc["health"]["status"] == "healthy"
+    assert run.stop_run() == 0
+
+
+def test_master_alone_as_systemd_runs_it(broker, tmp_path):
+    """`routemq master` and `routemq worker` started separately, as the units are: READY=1
+    once the plan is written, STATUS=, watchdog pings, SIGHUP reload, SIGTERM stop."""
+    from tests.integration.notify_socket import NotifySocket
+    run = Run(broker, tmp_path / "fleet", 2)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = run.env(0, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="600000")
+    master = subprocess.Popen([sys.executable, "-m", "routemq", "master"], env=env,
+                              stdout=open(tmp_path / "master.log", "wb"),
+                              stderr=subprocess.STDOUT)
+    try:
+        notify.wait_for("READY=1")
+        assert (run.runtime / "plan.json").exists()
+        for i in (1, 2):
+            run.start(i)
+        run.wait_settled([1, 2])
+        time.sleep(1.0)
+        assert len(notify.times("WATCHDOG=1")) >= 3
+        assert any(m.startswith("STATUS=2/2 workers alive; plan generation")
+                   for _, m in notify.messages)
+        master.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING=1")
+        master.send_signal(signal.SIGTERM)
+        notify.wait_for("STOPPING=1")
+        assert master.wait(20) == 0
+        assert not (run.runtime / "master.json").exists()
+        assert (run.runtime / "plan.json").exists()  # workers keep running on it
+        publish_many(broker, "work/1", 100)
+        assert len(run.wait_processed(100, "work", timeout=20)) >= 100
+    finally:
+        if master.poll() is None:
+            master.kill()
+        run.stop_all()
+        notify.close()
+
+
+def test_a_second_master_on_the_same_runtime_directory_is_refused(make_run, broker):
+    run = make_run(1).start_run()
+    run.wait_settled([1])
+    second = subprocess.run([sys.executable, "-m", "routemq", "master"], env=run.env(0),
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1 and "another master" in second.stdout + second.stderr
+    run.wait_settled([1])  # the first one is untouched
     assert run.stop_run() == 0

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import threading
 import time
 
@@ -11,6 +10,7 @@ import pytest
 
 from routemq.mqtt import ConnectOptions, MqttClient
 from tests.integration.conftest import AUTH_PASSWORD, AUTH_USER
+from tests.integration.notify_socket import NotifySocket
 from tests.integration.workers import Fleet
 
 
@@ -66,46 +66,6 @@ def test_bad_input_is_logged_counted_and_the_worker_goes_on(fleet, broker, colle
     assert any(r.get("topic") == "check/big" and "max_payload_bytes" in r["message"]
                for r in errors)
     assert worker.proc.poll() is None
-
-
-class NotifySocket:
-    """A real unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
-
-    def __init__(self, path):
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
-        self.messages = []  # (monotonic time, line)
-        self.running = True
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        while self.running:
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            now = time.monotonic()
-            self.messages.extend((now, line) for line in data.decode().splitlines())
-
-    def wait_for(self, line, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for t, got in self.messages:
-                if got == line:
-                    return t
-            time.sleep(0.02)
-        raise AssertionError(f"no {line!r} in {[m for _, m in self.messages][-20:]}")
-
-    def times(self, line):
-        return [t for t, got in self.messages if got == line]
-
-    def close(self):
-        self.running = False
-        self.thread.join()
-        self.sock.close()
 
 
 def test_sd_notify_ready_watchdog_and_stopping(fleet, broker, tmp_path):
