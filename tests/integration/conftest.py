@@ -7,6 +7,7 @@ from typing import Callable, Iterator, Sequence
 import pytest
 
 from tests.integration.broker import Collector, Mosquitto, Pki, TlsFiles, make_pki
+from tests.integration.workers import Fleet, Run
 
 # Password used by ``auth_broker``; tests check it never leaks into logs or reprs.
 AUTH_USER = "routemq"
@@ -79,3 +80,27 @@ def collector() -> Iterator[Callable[..., Collector]]:
     yield make
     for c in started:
         c.stop()
+
+
+def _factory(kind: type, broker: Mosquitto, tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
+    made: list[Fleet] = []
+
+    def make(workers: int, **config: object) -> Fleet:
+        made.append(kind(broker, tmp_path / f"{kind.__name__.lower()}{len(made)}", workers,
+                         **config))
+        return made[-1]
+    yield make
+    for fleet in made:
+        fleet.cleanup()
+
+
+@pytest.fixture
+def fleet_factory(broker: Mosquitto, tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
+    """make(workers, **config) -> Fleet of `routemq worker` processes, killed at the end."""
+    yield from _factory(Fleet, broker, tmp_path)
+
+
+@pytest.fixture
+def make_run(broker: Mosquitto, tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
+    """make(workers, **config) -> Run (`routemq run`), stopped at the end."""
+    yield from _factory(Run, broker, tmp_path)

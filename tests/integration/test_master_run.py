@@ -9,26 +9,10 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.integration.broker import publish_many, seq_payloads
 from tests.integration.workers import Run, tally
 
 ABC = Path(__file__).resolve().parent / "apps" / "abc"
-
-
-@pytest.fixture
-def make_run(broker, tmp_path):
-    runs = []
-
-    def make(workers, **kwargs):
-        run = Run(broker, tmp_path / f"run{len(runs)}", workers, **kwargs)
-        runs.append(run)
-        return run
-    yield make
-    for run in runs:
-        run.stop_all()
-        run.kill_run()
 
 
 class Stream:

@@ -7,21 +7,7 @@ import time
 import pytest
 
 from tests.integration.broker import publish_many, seq_payloads
-from tests.integration.workers import Fleet, tally
-
-
-@pytest.fixture
-def fleet_factory(broker, tmp_path):
-    fleets = []
-
-    def make(workers, **config):
-        f = Fleet(broker, tmp_path / f"fleet{len(fleets)}", workers, **config)
-        fleets.append(f)
-        return f
-
-    yield make
-    for f in fleets:
-        f.kill_all()
+from tests.integration.workers import tally
 
 
 def publish_spread(broker, route, n, start=0, topics=8):

@@ -146,6 +146,10 @@ class Fleet:
         for p in self.procs.values():
             p.kill()
 
+    def cleanup(self) -> None:
+        """End of a test: nothing it started keeps running."""
+        self.kill_all()
+
     def processed(self, route: str | None = None) -> list[tuple[int, str, str, str]]:
         """(worker, route, topic, seq) for every recorded message."""
         rows = []
@@ -240,6 +244,10 @@ class Run(Fleet):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+    def cleanup(self) -> None:
+        self.stop_all()
+        self.kill_run()
 
     def kill_run(self) -> None:
         """Test clean-up after a failure: the run process and any worker it left."""
