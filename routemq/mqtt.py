@@ -1,8 +1,10 @@
 """A thin layer over paho-mqtt that behaves the same on paho 1.6 (Debian 12) and 2.x.
 
 Features are detected, never version strings: ``CallbackAPIVersion`` (2.x callbacks) and
-``Client.manual_ack_set`` (2.x manual ack).  Callbacks run in paho's network thread
-(``loop_start``) and get plain values: ``Message``, bools, ints and readable text.
+``Client.manual_ack_set`` (2.x manual ack).  Callbacks get plain values: ``Message``, bools,
+ints and readable text.  They run in paho's network thread when ``loop_start()`` is called
+from plain code, and on the asyncio loop itself when it is called from a coroutine (a worker):
+then no thread is involved at all (see mqtt_aio.py for why that matters for throughput).
 
 Acknowledgement: with ``manual_ack=True`` a QoS 1/2 message is acknowledged only by
 ``ack(mid, qos, generation)``, callable from any thread.  paho 2.x does this natively
@@ -12,6 +14,7 @@ returns, so work must finish inside it.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -19,11 +22,13 @@ import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from routemq.mqtt_aio import LoopDriver
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +79,12 @@ class ConnectOptions:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
-@dataclass(frozen=True)
-class Message:
-    """One delivery.  ``generation`` identifies the connection it arrived on (for ack)."""
+class Message(NamedTuple):
+    """One delivery.  ``generation`` identifies the connection it arrived on (for ack).
+
+    Immutable; a NamedTuple rather than a frozen dataclass because one is built per
+    message and a frozen dataclass's __init__ costs three times as much.
+    """
 
     topic: str
     payload: bytes
@@ -204,6 +212,9 @@ class MqttClient:
         self._attempt_reported = False  # this attempt's failure already went to a callback
         self._connack_timer: Optional[threading.Timer] = None
         self._loop_started = False
+        self._driver: Optional[LoopDriver] = None  # set when driven from an asyncio loop
+        self._reconnect_delays = (1.0, 30.0)
+        self.connacks = 0  # successful CONNACKs so far (the driver resets its backoff)
         self._v5 = options.protocol == "5"
         self._client = self._make_client(paho_logger)
 
@@ -240,6 +251,7 @@ class MqttClient:
 
     def reconnect_delay_set(self, min_delay: float = 1, max_delay: float = 30) -> None:
         """Backoff between reconnect attempts (doubling, capped); paho retries forever."""
+        self._reconnect_delays = (min_delay, max_delay)
         self._client.reconnect_delay_set(min_delay, max_delay)
 
     def connect_async(self) -> None:
@@ -257,8 +269,17 @@ class MqttClient:
         self._client.connect_async(o.host, o.port, o.keepalive, **extra)
 
     def loop_start(self) -> None:
-        """Run paho's network loop (connect, reconnect forever, callbacks) in its thread."""
-        self._client.loop_start()
+        """Run the network loop (connect, reconnect forever, callbacks): on the running
+        asyncio loop when called from a coroutine, else in paho's own thread."""
+        try:
+            loop: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self._driver = LoopDriver(self, loop, *self._reconnect_delays)
+            self._driver.start()
+        else:
+            self._client.loop_start()
         self._loop_started = True
 
     def disconnect(self, timeout: float = 5.0) -> None:
@@ -268,6 +289,9 @@ class MqttClient:
         requests the disconnect; the network thread then ends on its own.
         """
         self._cancel_connack_timer()
+        if self._driver is not None:
+            self._disconnect_driven(timeout)
+            return
         self._client.disconnect()
         thread = getattr(self._client, "_thread", None)
         if not self._loop_started or thread is threading.current_thread():
@@ -278,6 +302,20 @@ class MqttClient:
                 log.warning("MQTT network thread still busy %ss after disconnect", timeout)
                 return
         self._client.loop_stop()
+        self._loop_started = False
+
+    def _disconnect_driven(self, timeout: float) -> None:
+        driver = self._driver
+        assert driver is not None
+        if threading.get_ident() == driver.thread_id:
+            # On the loop itself we cannot wait: send DISCONNECT, the loop finishes it.
+            driver.loop.create_task(driver.stop(timeout))
+        elif not driver.loop.is_closed():
+            future = asyncio.run_coroutine_threadsafe(driver.stop(timeout), driver.loop)
+            try:
+                future.result(timeout + 1)
+            except Exception as exc:  # noqa: BLE001 - a stuck loop must not hang the caller
+                log.warning("MQTT disconnect did not finish: %r", exc)
         self._loop_started = False
 
     # -- operations (any thread) ---------------------------------------------------------
@@ -357,6 +395,7 @@ class MqttClient:
         with self._lock:
             self.generation += 1
             self.connected = True
+            self.connacks += 1
         session_present = (flags.get("session present") if isinstance(flags, dict)  # 1.x
                            else flags.session_present)
         self._call("on_connect", bool(session_present), code)

@@ -1,0 +1,246 @@
+"""Drive a paho client from an asyncio loop instead of paho's network thread.
+
+Why: with paho's thread, every message crosses threads twice (delivery to the loop, then
+its acknowledgement back), and each crossing costs a wake-up and a GIL hand-over: measured
+here, RouteMQ spent 160-270 µs CPU per message against 70-90 µs for paho alone. On the loop,
+a readable socket is drained in one callback (every complete packet, not one per select),
+acknowledgements are written from the same thread, and nothing waits for the GIL.
+
+What paho's `loop_forever` did is done here, on the loop:
+- connect and reconnect: `reconnect()` runs in a worker thread (DNS, TCP connect and the TLS
+  handshake block), with the same doubling backoff between `reconnect_delay_set` bounds,
+  restarting from the minimum after a connection that got its CONNACK;
+- reads: `add_reader` on the socket; writes: paho's socket register/unregister callbacks
+  add and remove a writer (so acks queued during a burst go out in one writable callback);
+- keepalive: `loop_misc()` once a second;
+- stop: `stop()` sends DISCONNECT after everything queued (acks included), waits until
+  paho closed the socket, then lingers: paho closes right after writing DISCONNECT, and a
+  socket closed with unread input (deliveries still arriving) makes the kernel send a RST,
+  on which the broker discards the PUBACKs it has not read yet — measured: 600-800 of
+  3,000 acknowledged messages redelivered. So a duplicate of the socket half-closes
+  (FIN after DISCONNECT) and reads until the broker closes its side.
+
+Trade-off: a handler that blocks the loop also stops the network I/O of this client; the
+broker drops the connection only after 1.5 x keepalive, and the worker's watchdog already
+treats a blocked loop as a hung worker.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from typing import Any, Optional
+
+import paho.mqtt.client as mqtt
+
+log = logging.getLogger(__name__)
+
+MISC_INTERVAL = 1.0  # seconds between keepalive checks (paho's own select timeout)
+READ_BATCH = 256  # packets read per readiness callback before yielding to other callbacks
+LINGER = 2.0  # seconds to read after our DISCONNECT until the broker closes the connection
+
+
+class LoopDriver:
+    """Runs one paho client (`owner._client`) on `loop`; all its callbacks run on the loop."""
+
+    def __init__(self, owner: Any, loop: asyncio.AbstractEventLoop,
+                 min_delay: float, max_delay: float) -> None:
+        self.owner = owner
+        self.client: mqtt.Client = owner._client
+        self.loop = loop
+        self.min_delay, self.max_delay = min_delay, max_delay
+        self.thread_id = threading.get_ident()
+        self.stopping = False
+        self.fd: Optional[int] = None
+        self.writing = False
+        self.closed: Optional[asyncio.Future[None]] = None
+        self.wake = asyncio.Event()
+        self.task: Optional[asyncio.Task[None]] = None
+        self.misc: Optional[asyncio.TimerHandle] = None
+        self.lingering: Optional[asyncio.Task[None]] = None
+        # Private paho API (present in 1.6 and 2.x) to read every buffered packet per
+        # callback; loop_read() reads one packet per call when nothing is in flight.
+        self._packet_read = getattr(self.client, "_packet_read", None)
+        self._rc_handle = getattr(self.client, "_loop_rc_handle", None)
+        self.client.on_socket_register_write = self._register_write
+        self.client.on_socket_unregister_write = self._unregister_write
+        self.client.on_socket_close = self._socket_closed
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.task = self.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        delay = 0.0
+        first = True
+        while not self.stopping:
+            if not first:
+                delay = min(max(delay * 2, self.min_delay), self.max_delay)
+                try:
+                    await asyncio.wait_for(self.wake.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                if self.stopping:
+                    break
+            first = False
+            connacks = self.owner.connacks
+            try:
+                await asyncio.to_thread(self.client.reconnect)
+            except Exception:  # noqa: BLE001 - reported through on_connect_failed
+                self.owner._cb_connect_fail(self.client, None)
+                continue
+            if self.stopping:
+                self._close_now()
+                break
+            sock = self.client.socket()
+            if sock is None:
+                continue
+            self.closed = self.loop.create_future()
+            self.fd = sock.fileno()
+            self.loop.add_reader(self.fd, self._readable)
+            if self.client.want_write():
+                self._add_writer()
+            self._schedule_misc()
+            await self.closed
+            if self.owner.connacks != connacks:
+                delay = 0.0  # this connection worked: retry from the minimum delay
+
+    async def stop(self, timeout: float) -> None:
+        """Send DISCONNECT after what is queued, wait for the socket to close, stop."""
+        self.stopping = True
+        self.wake.set()
+        if self.misc is not None:
+            self.misc.cancel()
+        if self.fd is not None and self.closed is not None and not self.closed.done():
+            self.client.disconnect()
+            self._writable()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+            except asyncio.TimeoutError:
+                log.warning("no clean MQTT disconnect within %ss", timeout)
+                self._close_now()
+        if self.lingering is not None:
+            await asyncio.wait({self.lingering}, timeout=LINGER + 0.5)
+        if self.task is not None and not self.task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), timeout)
+            except asyncio.TimeoutError:  # a reconnect still blocked in its thread
+                pass
+
+    def _close_now(self) -> None:
+        sock_close = getattr(self.client, "_sock_close", None)
+        if sock_close is not None:
+            sock_close()
+
+    # -- I/O callbacks (on the loop) ---------------------------------------------------
+
+    def _readable(self) -> None:
+        if self._packet_read is None or self._rc_handle is None:
+            self.client.loop_read()
+            return
+        for _ in range(READ_BATCH):
+            if self.client.socket() is None:
+                return
+            rc = self._packet_read()
+            if rc == mqtt.MQTT_ERR_AGAIN:
+                return
+            if rc:
+                self._rc_handle(rc)
+                return
+        # Packets may wait in an SSL buffer without the socket turning readable again.
+        self.loop.call_soon(self._readable_again, self.fd)
+
+    def _readable_again(self, fd: Optional[int]) -> None:
+        if fd is not None and fd == self.fd:
+            self._readable()
+
+    def _writable(self) -> None:
+        if self.client.socket() is not None:
+            self.client.loop_write()
+
+    def _misc(self) -> None:
+        self.misc = None
+        if self.client.socket() is not None:
+            self.client.loop_misc()
+        if self.fd is not None:
+            self._schedule_misc()
+
+    def _schedule_misc(self) -> None:
+        if self.misc is None and not self.stopping:
+            self.misc = self.loop.call_later(MISC_INTERVAL, self._misc)
+
+    # -- paho's socket callbacks (any thread) --------------------------------------------
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        if threading.get_ident() == self.thread_id:
+            fn(*args)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._add_writer)
+
+    def _unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._remove_writer)
+
+    def _add_writer(self) -> None:
+        sock = self.client.socket()
+        if sock is None or self.writing:
+            return
+        if self.fd is None:  # still connecting (CONNECT queued): written once registered
+            return
+        self.writing = True
+        self.loop.add_writer(self.fd, self._writable)
+
+    def _remove_writer(self) -> None:
+        if self.writing and self.fd is not None:
+            self.loop.remove_writer(self.fd)
+        self.writing = False
+
+    def _socket_closed(self, client: Any, userdata: Any, sock: Any) -> None:
+        if self.stopping and self.lingering is None and \
+                threading.get_ident() == self.thread_id:
+            self._linger(sock)
+        self._on_loop(self._forget_socket)
+
+    def _linger(self, sock: Any) -> None:
+        """Keep the connection open past paho's close (see the module docstring)."""
+        try:
+            raw = socket.socket(fileno=os.dup(sock.fileno()))  # plain TCP even under TLS
+        except OSError:
+            return
+        try:
+            raw.setblocking(False)
+            raw.shutdown(socket.SHUT_WR)
+        except OSError:
+            raw.close()
+            return
+        self.lingering = self.loop.create_task(self._drain(raw))
+
+    async def _drain(self, raw: socket.socket) -> None:
+        deadline = self.loop.time() + LINGER
+        try:
+            while True:
+                left = deadline - self.loop.time()
+                if left <= 0 or not await asyncio.wait_for(self.loop.sock_recv(raw, 65536),
+                                                           left):
+                    return
+        except (OSError, asyncio.TimeoutError):
+            return
+        finally:
+            raw.close()
+
+    def _forget_socket(self) -> None:
+        if self.fd is not None:
+            self.loop.remove_reader(self.fd)
+            if self.writing:
+                self.loop.remove_writer(self.fd)
+        self.fd, self.writing = None, False
+        if self.misc is not None:
+            self.misc.cancel()
+            self.misc = None
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
