@@ -12,6 +12,11 @@ plain deliveries. For each delivery:
    before that leaves the message with the broker (at-least-once). A failure is logged once
    with route, topic and traceback, counted, optionally dead-lettered, and then acked: a
    message that always fails must not be redelivered forever.
+
+Per-message cost matters here (see bench/): one task per message, whose own coroutine does
+the bookkeeping when the handler ends (no done-callback round trip through the loop), and
+handler timeouts enforced by one periodic sweep over the running handlers instead of an
+`asyncio.timeout` (a timer and a context manager) per message.
 """
 from __future__ import annotations
 
@@ -61,6 +66,18 @@ class RateLimitedLog:
         log.warning(msg, *args, extra=extra)
 
 
+class _Job:
+    """One accepted delivery on its way through a handler."""
+
+    __slots__ = ("route", "delivery", "params", "task", "started", "timed_out")
+
+    def __init__(self, route: Route, delivery: Any, params: Params) -> None:
+        self.route, self.delivery, self.params = route, delivery, params
+        self.task: asyncio.Task[None] | None = None
+        self.started = 0.0
+        self.timed_out = False
+
+
 class Dispatcher:
     def __init__(self, router: Router, *, client: Any, ack: Callable[[Any], None],
                  max_inflight: int = 64, handler_timeout: float = 0.0,
@@ -79,11 +96,11 @@ class Dispatcher:
         self.by_sub_id: dict[int, Route] = {}
         # Deliveries waiting with their route parameters: shared ones over the bound, and per
         # non-shared route in arrival order.
-        self._pending: deque[tuple[Route, Any, Params]] = deque()
-        self._ordered: dict[str, deque[tuple[Any, Params]]] = {}
-        self._busy_ordered: set[str] = set()
+        self._pending: deque[_Job] = deque()
+        self._ordered: dict[str, deque[_Job]] = {}  # route key -> jobs behind the running one
         self._running: set[asyncio.Task[None]] = set()
-        self._active: dict[object, float] = {}  # one entry per handler running: its start
+        self._active: dict[_Job, float] = {}  # one entry per handler running: its start
+        self._sweeper: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._unrouted_log = RateLimitedLog()
@@ -134,62 +151,87 @@ class Dispatcher:
             self._failed(route, delivery, error, None)
             self._finish(delivery)
             return
-        self._idle.clear()
+        job = _Job(route, delivery, params)
         if not route.shared:
-            queue = self._ordered.setdefault(route.key, deque())
-            queue.append((delivery, params))
-            if route.key not in self._busy_ordered:
-                self._busy_ordered.add(route.key)
-                self._spawn(self._run_ordered(route, queue))
+            backlog = self._ordered.get(route.key)
+            if backlog is not None:  # one of its messages is running: wait behind it
+                backlog.append(job)
+            else:
+                self._ordered[route.key] = deque()
+                self._spawn(job)
         elif len(self._running) < self.max_inflight:
-            self._spawn(self._process(route, delivery, params))
+            self._spawn(job)
         else:
-            self._pending.append((route, delivery, params))
+            self._idle.clear()
+            self._pending.append(job)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, job: _Job) -> None:
+        task = job.task = asyncio.get_running_loop().create_task(self._process(job))
         self._running.add(task)
-        task.add_done_callback(self._task_done)
+        self._idle.clear()
+        if self.handler_timeout > 0 and self._sweeper is None:
+            self._sweeper = task.get_loop().call_later(self._sweep_interval(), self._sweep)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+    def _next(self, job: _Job) -> None:
+        """Called by a job as it ends: start what waited for it, or note that all is done."""
+        self._running.discard(job.task)  # type: ignore[arg-type]
+        if not job.route.shared:
+            backlog = self._ordered.get(job.route.key)
+            if backlog:
+                self._spawn(backlog.popleft())
+            elif backlog is not None:
+                del self._ordered[job.route.key]
         while self._pending and len(self._running) < self.max_inflight:
-            self._spawn(self._process(*self._pending.popleft()))
+            self._spawn(self._pending.popleft())
         if not self._running and not self._pending:
             self._idle.set()
 
-    async def _run_ordered(self, route: Route, queue: deque[tuple[Any, Params]]) -> None:
-        try:
-            while queue:
-                await self._process(route, *queue[0])
-                queue.popleft()
-        finally:
-            self._busy_ordered.discard(route.key)
+    # --- handler timeouts ----------------------------------------------------------------
+    def _sweep_interval(self) -> float:
+        return min(1.0, max(0.01, self.handler_timeout / 10))
+
+    def _sweep(self) -> None:
+        """Cancel the handlers that outlived handler_timeout; re-arm while any runs."""
+        self._sweeper = None
+        deadline = time.monotonic() - self.handler_timeout
+        for job, started in list(self._active.items()):
+            if started <= deadline and not job.timed_out and job.task is not None:
+                job.timed_out = True
+                job.task.cancel()
+        if self._running:
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_interval(),
+                                                                  self._sweep)
 
     # --- one message ---------------------------------------------------------------------
-    async def _process(self, route: Route, delivery: Any, params: Params) -> None:
-        token = object()
-        self._active[token] = started = time.monotonic()
+    async def _process(self, job: _Job) -> None:
+        route, delivery = job.route, job.delivery
+        self._active[job] = started = job.started = time.monotonic()
         ok = False
         try:
             payload = decode_payload(delivery.payload)
-            if self.handler_timeout > 0:
-                async with asyncio.timeout(self.handler_timeout):
-                    await route.call(delivery.topic, payload, self.client, params)
-            else:
-                await route.call(delivery.topic, payload, self.client, params)
+            await route.call(delivery.topic, payload, self.client, job.params)
             ok = True
-        except TimeoutError as exc:
-            self._failed(route, delivery, f"handler timed out after {self.handler_timeout}s",
-                         exc)
-        except asyncio.CancelledError:
-            raise  # stopping: no ack, the broker keeps the message for this session
+        except asyncio.CancelledError as exc:
+            if not job.timed_out:
+                # Stopping: no ack, the broker keeps the message for this session. What
+                # waited behind this job is not started (cancel() cleared it).
+                del self._active[job]
+                self._next(job)
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # the cancellation was ours and is handled here
+            error = TimeoutError(f"handler timed out after {self.handler_timeout}s")
+            error.__cause__ = exc  # the traceback shows where the handler was waiting
+            self._failed(route, delivery, str(error), error)
         except Exception as exc:
             self._failed(route, delivery, f"{type(exc).__name__}: {exc}", exc)
+        del self._active[job]
+        try:
+            self.metrics.handled(route.key, time.monotonic() - started, ok)
+            self._finish(delivery)
         finally:
-            del self._active[token]
-        self.metrics.handled(route.key, time.monotonic() - started, ok)
-        self._finish(delivery)
+            self._next(job)
 
     def _finish(self, delivery: Any) -> None:
         if delivery.qos:
@@ -220,8 +262,8 @@ class Dispatcher:
     async def cancel(self) -> None:
         """Cancel what still runs (after a drain timed out): those messages stay unacked."""
         self._pending.clear()
-        for queue in self._ordered.values():
-            queue.clear()
+        for backlog in self._ordered.values():
+            backlog.clear()
         tasks = list(self._running)
         for task in tasks:
             task.cancel()

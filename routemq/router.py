@@ -14,6 +14,7 @@ The API is RouteMQ's, so a RouteMQ application's routers run unchanged:
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable, Container, Sequence
 
@@ -58,17 +59,20 @@ class Route:
         self.handler = handler
         self.qos = qos
         self.middleware = list(middleware or [])
-        for m in self.middleware:
-            as_callable(m)  # fail at registration, not on the first message
+        # Resolved once (this also fails at registration, not on the first message): the
+        # per-message chain then allocates nothing but the context.
+        self._handles = [as_callable(m) for m in self.middleware]
+        self._nexts = [functools.partial(self._chain, i + 1)
+                       for i in range(len(self.middleware))]
+        # A coroutine function is awaited directly; anything else goes through _call.
+        self._direct = inspect.iscoroutinefunction(handler)
         self.shared = bool(shared)
         # As in RouteMQ: a route that is not shared runs on exactly one worker.
         self.worker_count = worker_count if self.shared else 1
         self.mqtt_topic = self.parsed.mqtt_filter
-
-    @property
-    def key(self) -> str:
-        """Identity used by the plan: the pattern, prefixed by how it is subscribed."""
-        return f"{'shared' if self.shared else 'single'}:{self.topic}"
+        # Identity used by the plan: the pattern, prefixed by how it is subscribed. Kept as
+        # an attribute: the dispatcher reads it for every message.
+        self.key = f"{'shared' if self.shared else 'single'}:{self.topic}"
 
     @property
     def handler_name(self) -> str:
@@ -90,18 +94,19 @@ class Route:
     async def call(self, topic: str, payload: Any, client: Any,
                    params: dict[str, str]) -> Any:
         """Run the middleware chain and the handler for one message."""
-        if not self.middleware:  # the common case: no context dict, no chain
+        if not self._handles:  # the common case: no context dict, no chain
+            if self._direct:
+                return await self.handler(**params, payload=payload, client=client)
             return await _call(self.handler, **params, payload=payload, client=client)
         context: Context = {"topic": topic, "payload": payload, "params": params,
                             "client": client, "route": self}
         return await self._chain(0, context)
 
     async def _chain(self, index: int, context: Context) -> Any:
-        if index == len(self.middleware):
+        if index == len(self._handles):
             return await _call(self.handler, **context["params"],
                                payload=context["payload"], client=context["client"])
-        handle = as_callable(self.middleware[index])
-        return await _call(handle, context, lambda ctx: self._chain(index + 1, ctx))
+        return await _call(self._handles[index], context, self._nexts[index])
 
     def describe(self, group_name: str | None = None) -> dict[str, Any]:
         """The route as plain data (for `routemq routes --json`)."""

@@ -154,10 +154,12 @@ def parse_pattern(pattern: str) -> TopicPattern:
 
 
 class _Entry(Generic[V]):
-    __slots__ = ("pattern", "value", "order")
+    __slots__ = ("pattern", "value", "order", "rank")
 
     def __init__(self, pattern: TopicPattern, value: V, order: int) -> None:
         self.pattern, self.value, self.order = pattern, value, order
+        # Greater is better: most specific first, then the one added first.
+        self.rank = (pattern.specificity, -order)
 
 
 class _Node(Generic[V]):
@@ -230,15 +232,38 @@ class TopicTree(Generic[V]):
     def best(self, topic: str, accept: Callable[[V], bool] | None = None
              ) -> tuple[V, dict[str, str]] | None:
         """The most specific match: literal beats `{x}`/`+` beats `#`, level by level from the
-        left; among equals, the one added first. `accept` limits the candidates."""
+        left; among equals, the one added first. `accept` limits the candidates.
+
+        The same walk as `_walk`, written out without a generator: this runs once per
+        message in a worker that has no subscription identifier to go by.
+        """
         parts = topic.split("/")
+        n = len(parts)
+        dollar = parts[0][:1] == "$"  # MQTT: no wildcard match at level 0
         best: _Entry[V] | None = None
-        for e in self._walk(parts):
-            if accept is not None and not accept(e.value):
+        stack: list[tuple[_Node[V], int]] = [(self._root, 0)]
+        visited = 0
+        while stack:
+            node, i = stack.pop()
+            visited += 1
+            wild = not (dollar and i == 0)
+            if node.rest and wild:
+                for e in node.rest:
+                    if (best is None or e.rank > best.rank) and (
+                            accept is None or accept(e.value)):
+                        best = e
+            if i == n:
+                for e in node.entries:
+                    if (best is None or e.rank > best.rank) and (
+                            accept is None or accept(e.value)):
+                        best = e
                 continue
-            if best is None or (e.pattern.specificity, -e.order) > (
-                    best.pattern.specificity, -best.order):
-                best = e
+            child = node.children.get(parts[i])
+            if child is not None:
+                stack.append((child, i + 1))
+            if node.single is not None and wild:
+                stack.append((node.single, i + 1))
+        self.visited = visited
         if best is None:
             return None
         return best.value, extract_params(best.pattern.levels, parts)
