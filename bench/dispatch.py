@@ -12,6 +12,10 @@ handler call (and its middleware), metrics and the ack call. Cases:
 - lookup by topic tree (no MQTT 5 subscription identifier on the delivery) — the case
   whose cost must not grow with the route count; `subid` rows show the MQTT 5 path, where
   the broker names the subscription and the route is checked, not searched.
+
+The machine is shared and noisy, so each run times CHUNKS slices of its messages and keeps
+the fastest slice (timeit's rule: noise only ever adds time); the figure reported is the
+median of 3 such runs.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from routemq.router import Router
 
 ROUTE_COUNTS = (1, 100, 1_000, 10_000)
 BURST = 32  # deliveries per pump, about what a busy worker's inbox holds per wake-up
+CHUNKS = 5
 
 
 class PassThrough:
@@ -72,14 +77,18 @@ async def _measure(router: Router, topic: str, messages: int, sub_id: int | None
                 enumerate(payloads)] for _ in range(messages // BURST)]
     submit = dispatcher.submit
     gc.collect()
-    started = time.perf_counter()
-    for batch in batches:
-        for delivery in batch:
-            submit(delivery)
-        await dispatcher.drain(60)
-    elapsed = time.perf_counter() - started
+    per_chunk = max(1, len(batches) // CHUNKS)
+    best = float("inf")
+    for c in range(0, len(batches), per_chunk):
+        chunk = batches[c:c + per_chunk]
+        started = time.perf_counter()
+        for batch in chunk:
+            for delivery in batch:
+                submit(delivery)
+            await dispatcher.drain(60)
+        best = min(best, (time.perf_counter() - started) / (len(chunk) * BURST))
     assert acked[0] == len(batches) * BURST, (acked[0], len(batches) * BURST)
-    return elapsed / (len(batches) * BURST) * 1e6
+    return best * 1e6
 
 
 def run(messages: int = 20_000, repeats: int = 3) -> list[dict[str, Any]]:

@@ -1,6 +1,10 @@
 """`make bench`: every benchmark of issue 6 in one run, a table on stdout and a JSON file.
 
     python -m bench.run [--messages 100000] [--repeats 3] [--workers 1,2,4] [--out FILE]
+                        [--publish]
+
+Results go to bench/results/latest.json and latest.md (not committed); --publish also
+copies them to bench/results/published.json and .md, the run the README shows.
 
 Order: the in-process dispatch benchmark first (nothing else of ours running), then the
 end-to-end matrix on one private mosquitto, repeated; within a repeat each (workers, QoS)
@@ -30,6 +34,8 @@ def main() -> int:
     ap.add_argument("--dispatch-messages", type=int, default=20_000)
     ap.add_argument("--skip-dispatch", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    ap.add_argument("--publish", action="store_true",
+                    help="also write bench/results/published.{json,md} (shown in the README)")
     args = ap.parse_args()
     started = time.monotonic()
     result = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -75,6 +81,11 @@ def main() -> int:
     print()
     print(text)
     print(f"\nwritten: {out} and {out.with_suffix('.md')}")
+    if args.publish:
+        published = ROOT / "bench" / "results" / "published.json"
+        shutil.copyfile(out, published)
+        shutil.copyfile(out.with_suffix(".md"), published.with_suffix(".md"))
+        print(f"published: {published} and {published.with_suffix('.md')}")
     return 1 if any(r["error"] for r in runs) else 0
 
 
