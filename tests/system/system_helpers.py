@@ -51,6 +51,23 @@ class Journal:
                     pass
         return found
 
+    def wait_processed(self, batch: str, seqs: range, timeout: float,
+                       diagnose: str = "") -> dict[int, set[int]]:
+        """Wait until every seq of `batch` was processed; fail naming what is missing, with
+        the output of the shell command `diagnose` run in the machine."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.processed(batch)
+            missing = set(seqs) - set().union(*got.values())
+            if not missing:
+                return got
+            if time.monotonic() > deadline:
+                pytest.fail(f"batch {batch}: {len(missing)} of {len(seqs)} messages never "
+                            f"processed (first: {sorted(missing)[:10]}); per worker: "
+                            f"{ {w: len(s) for w, s in sorted(got.items())} }\n" +
+                            (self.m.sh(diagnose, check=False).stdout if diagnose else ""))
+            time.sleep(0.5)
+
     def processed(self, batch: str) -> dict[int, set[int]]:
         """worker instance -> seqs of `batch` it processed (the test app's "processed" logs)."""
         by_worker: dict[int, set[int]] = {}
