@@ -56,6 +56,7 @@ def main() -> None:
         raise SystemExit(f"{PY_SPY} missing: run scripts/bench.sh --profile once")
     work = Path(tempfile.mkdtemp(prefix="routemq-profile-"))
     out = ROOT / "bench" / "results" / f"profile-{args.kind}-q{args.qos}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no results/ yet
     broker = Mosquitto(work / "broker", persistence=False, max_queued_messages=0).start()
     subs = Subscribers(args.kind, 1, args.qos, broker.port, work, "prof")
     try:

@@ -40,6 +40,7 @@ CAN_EMULATE_MANUAL_ACK: bool = (not SUPPORTS_MANUAL_ACK and hasattr(mqtt.Client,
                                 and hasattr(mqtt.Client, "_send_pubcomp"))
 MANUAL_ACK_AVAILABLE: bool = SUPPORTS_MANUAL_ACK or CAN_EMULATE_MANUAL_ACK
 MAX_SUBSCRIPTION_ID = 268_435_455  # MQTT 5 variable byte integer limit
+READ_AHEAD_BYTES = 65536
 
 
 @dataclass
@@ -136,11 +137,32 @@ class _PahoClient(mqtt.Client):
     - ``emulated_ack`` (paho 1.6): PUBACK/PUBCOMP wait for ``send_ack``;
     - under manual ack, completes a PUBREL for a QoS 2 message it no longer knows (resent by
       the broker after a reconnect or restart): paho leaves it unanswered, and the broker
-      would hold that message id in flight forever.
+      would hold that message id in flight forever;
+    - ``read_ahead`` (set by the asyncio LoopDriver, which reads every buffered packet per
+      wake-up): one recv() of up to 64 KiB feeds many packets, where paho asks the socket
+      for 1 byte, then the length bytes, then the rest — three system calls per message.
     """
 
     last_connect_error: Optional[BaseException] = None
     emulated_ack = False
+    read_ahead = False
+    _rbuf = b""
+    _rpos = 0
+    _rsock: Any = None  # the socket _rbuf came from: a new connection voids it
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self.read_ahead:
+            return super()._sock_recv(bufsize)
+        if self._rsock is not self._sock:
+            self._rbuf, self._rpos, self._rsock = b"", 0, self._sock
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(READ_AHEAD_BYTES)  # BlockingIOError when empty
+            if len(data) <= bufsize:
+                return data  # b"" at end of stream
+            self._rbuf, self._rpos = data, 0
+        start = self._rpos
+        self._rpos = start + bufsize
+        return self._rbuf[start:start + bufsize]
 
     def _send_puback(self, mid: int) -> Any:
         return mqtt.MQTT_ERR_SUCCESS if self.emulated_ack else super()._send_puback(mid)

@@ -67,6 +67,8 @@ class LoopDriver:
         self.client.on_socket_register_write = self._register_write
         self.client.on_socket_unregister_write = self._unregister_write
         self.client.on_socket_close = self._socket_closed
+        if hasattr(self.client, "read_ahead") and self._packet_read is not None:
+            self.client.read_ahead = True  # _readable drains the buffer (see _PahoClient)
 
     # -- lifecycle -----------------------------------------------------------------------
 
