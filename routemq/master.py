@@ -261,6 +261,7 @@ class Master:
                                   f"{self.paths.root}")
         os.makedirs(self.paths.workers, exist_ok=True)
         self.written = read_plan(self.paths.plan)
+        self._replan = True  # the adopted plan may predate the members: plan once over them
         self.claimed = True
 
     async def run(self) -> int:
