@@ -152,6 +152,8 @@ class Machine:
                     self.nspawn.kill()
                     self.nspawn.wait()
         cleanup(self.dir, self.cgroups)
+        if os.environ.get("ROUTEMQ_KEEP_LOGS") != "1":
+            self.log.unlink(missing_ok=True)  # the console log, kept only on request
         self.nspawn = None
         self.pid1 = None
 
@@ -164,8 +166,10 @@ class Machine:
         prefix = ["runuser", "-u", user, "--"] if user else []
         full = ["nsenter", "-t", str(self.pid1), "-a", "env", "-i", PATH, "HOME=/root",
                 "LANG=C.UTF-8", *prefix, *cmd]
+        # Own session: a `kill 0` (or a signal to the process group) inside cannot reach
+        # the test runner, which would otherwise share the caller's process group.
         result = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
-                                input=input)
+                                input=input, start_new_session=True)
         if check and result.returncode != 0:
             raise MachineError(f"{' '.join(cmd)} -> {result.returncode}\n"
                                f"stdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-3000:]}")
