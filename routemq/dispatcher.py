@@ -13,6 +13,12 @@ plain deliveries. For each delivery:
    with route, topic and traceback, counted, optionally dead-lettered, and then acked: a
    message that always fails must not be redelivered forever.
 
+Backpressure: when more than `high_water` accepted messages wait for a handler (a flood of
+QoS 0, which no Receive Maximum limits, or a slow ordered route), the dispatcher asks the
+MQTT client to stop reading (`client.pause_reading()`, when the client has it) until half of
+them are done; the rest waits in the kernel and at the broker, under the broker's queue
+limits, instead of growing this process without bound.
+
 Per-message cost matters here (see bench/): one task per message, whose own coroutine does
 the bookkeeping when the handler ends (no done-callback round trip through the loop), and
 handler timeouts enforced by one periodic sweep over the running handlers instead of an
@@ -83,7 +89,7 @@ class Dispatcher:
                  max_inflight: int = 64, handler_timeout: float = 0.0,
                  max_payload_bytes: int = 1 << 20,
                  dead_letter: Callable[[dict[str, Any]], None] | None = None,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None, high_water: int | None = None) -> None:
         self.router = router
         self.client = client  # passed to handlers as `client=` (they may publish with it)
         self.ack = ack
@@ -101,6 +107,11 @@ class Dispatcher:
         self._running: set[asyncio.Task[None]] = set()
         self._active: dict[_Job, float] = {}  # one entry per handler running: its start
         self._sweeper: asyncio.TimerHandle | None = None
+        self._waiting = 0  # jobs in _pending and in the ordered backlogs
+        self.high_water = high_water or max(256, 4 * max_inflight)
+        self._pause = getattr(client, "pause_reading", None)
+        self._resume = getattr(client, "resume_reading", None)
+        self.paused = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._unrouted_log = RateLimitedLog()
@@ -131,7 +142,7 @@ class Dispatcher:
 
     @property
     def queued(self) -> int:
-        return len(self._pending) + sum(len(q) for q in self._ordered.values())
+        return self._waiting
 
     def submit(self, delivery: Any) -> None:
         """Accept one delivery (call on the loop's thread)."""
@@ -154,16 +165,21 @@ class Dispatcher:
         job = _Job(route, delivery, params)
         if not route.shared:
             backlog = self._ordered.get(route.key)
-            if backlog is not None:  # one of its messages is running: wait behind it
-                backlog.append(job)
-            else:
+            if backlog is None:
                 self._ordered[route.key] = deque()
                 self._spawn(job)
+                return
+            backlog.append(job)  # one of its messages is running: wait behind it
         elif len(self._running) < self.max_inflight:
             self._spawn(job)
+            return
         else:
             self._idle.clear()
             self._pending.append(job)
+        self._waiting += 1
+        if self._waiting >= self.high_water and not self.paused and self._pause is not None:
+            self.paused = True
+            self._pause()
 
     def _spawn(self, job: _Job) -> None:
         task = job.task = asyncio.get_running_loop().create_task(self._process(job))
@@ -178,11 +194,17 @@ class Dispatcher:
         if not job.route.shared:
             backlog = self._ordered.get(job.route.key)
             if backlog:
+                self._waiting -= 1
                 self._spawn(backlog.popleft())
             elif backlog is not None:
                 del self._ordered[job.route.key]
         while self._pending and len(self._running) < self.max_inflight:
+            self._waiting -= 1
             self._spawn(self._pending.popleft())
+        if self.paused and self._waiting <= self.high_water // 2:
+            self.paused = False
+            if self._resume is not None:
+                self._resume()
         if not self._running and not self._pending:
             self._idle.set()
 
@@ -264,6 +286,7 @@ class Dispatcher:
         self._pending.clear()
         for backlog in self._ordered.values():
             backlog.clear()
+        self._waiting = 0
         tasks = list(self._running)
         for task in tasks:
             task.cancel()

@@ -340,6 +340,19 @@ class MqttClient:
                 log.warning("MQTT disconnect did not finish: %r", exc)
         self._loop_started = False
 
+    def pause_reading(self) -> None:
+        """Stop taking deliveries off the socket (backpressure) until resume_reading().
+
+        Only when driven from an asyncio loop; paho's own thread cannot be paused, so this
+        is a no-op there. Keepalive goes on; a pause is meant to last milliseconds.
+        """
+        if self._driver is not None:
+            self._driver.pause()
+
+    def resume_reading(self) -> None:
+        if self._driver is not None:
+            self._driver.resume()
+
     # -- operations (any thread) ---------------------------------------------------------
 
     def subscribe(self, entries: Iterable[tuple[str, int, Optional[int]]]) -> list[int]:

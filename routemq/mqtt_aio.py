@@ -60,6 +60,7 @@ class LoopDriver:
         self.task: Optional[asyncio.Task[None]] = None
         self.misc: Optional[asyncio.TimerHandle] = None
         self.lingering: Optional[asyncio.Task[None]] = None
+        self.paused = False  # backpressure: no reads until resume()
         # Private paho API (present in 1.6 and 2.x) to read every buffered packet per
         # callback; loop_read() reads one packet per call when nothing is in flight.
         self._packet_read = getattr(self.client, "_packet_read", None)
@@ -102,7 +103,8 @@ class LoopDriver:
                 continue
             self.closed = self.loop.create_future()
             self.fd = sock.fileno()
-            self.loop.add_reader(self.fd, self._readable)
+            if not self.paused:
+                self.loop.add_reader(self.fd, self._readable)
             if self.client.want_write():
                 self._add_writer()
             self._schedule_misc()
@@ -139,12 +141,29 @@ class LoopDriver:
 
     # -- I/O callbacks (on the loop) ---------------------------------------------------
 
+    def pause(self) -> None:
+        """Leave deliveries in the socket (and so at the broker) until resume()."""
+        if not self.paused:
+            self.paused = True
+            if self.fd is not None:
+                self.loop.remove_reader(self.fd)
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            if self.fd is not None:
+                self.loop.add_reader(self.fd, self._readable)
+                # Packets already read ahead into paho's buffer make no socket readable.
+                self.loop.call_soon(self._readable_again, self.fd)
+
     def _readable(self) -> None:
+        if self.paused:
+            return
         if self._packet_read is None or self._rc_handle is None:
             self.client.loop_read()
             return
         for _ in range(READ_BATCH):
-            if self.client.socket() is None:
+            if self.client.socket() is None or self.paused:
                 return
             rc = self._packet_read()
             if rc == mqtt.MQTT_ERR_AGAIN:
@@ -237,7 +256,7 @@ class LoopDriver:
 
     def _forget_socket(self) -> None:
         if self.fd is not None:
-            self.loop.remove_reader(self.fd)
+            self.loop.remove_reader(self.fd)  # a no-op when paused
             if self.writing:
                 self.loop.remove_writer(self.fd)
         self.fd, self.writing = None, False

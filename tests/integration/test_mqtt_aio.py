@@ -145,3 +145,28 @@ def test_loop_driven_client_reports_refusal_then_connects(tmp_path: Path) -> Non
         asyncio.run(main())
     finally:
         late.stop()
+
+
+def test_pause_reading_leaves_deliveries_at_the_broker_until_resumed(broker: Mosquitto
+                                                                     ) -> None:
+    async def main() -> None:
+        probe = LoopProbe()
+        client = make_client(broker.port, "aio-pause", probe)
+        client.connect_async()
+        client.loop_start()
+        await probe.until(lambda: probe.connects)
+        client.subscribe([("aio/pause", 0, None)])
+        await probe.until(lambda: probe.subacks)
+        await asyncio.to_thread(publish_many, broker, "aio/pause", 50, 0)
+        await probe.until(lambda: len(probe.messages) == 50)
+        client.pause_reading()
+        await asyncio.to_thread(publish_many, broker, "aio/pause", 500, 0)
+        await asyncio.sleep(0.5)
+        held_back = len(probe.messages)
+        client.resume_reading()
+        await probe.until(lambda: len(probe.messages) == 550)
+        # Paused, nothing more was taken (at most what was read ahead before the pause).
+        assert held_back == 50
+        await asyncio.to_thread(client.disconnect)
+
+    asyncio.run(main())

@@ -193,3 +193,34 @@ def test_tree_best_equals_the_most_specific_of_all_matches(patterns, topic_level
         else:
             best = max(candidates, key=lambda c: (c[0], c[1]))
             assert got == (best[2], best[3])
+
+
+def test_backpressure_pauses_reading_over_high_water_and_resumes_at_half():
+    async def main():
+        gate = asyncio.Event()
+        events = []
+
+        class Client:
+            def pause_reading(self):
+                events.append(("pause", d.queued))
+
+            def resume_reading(self):
+                events.append(("resume", d.queued))
+
+        async def handler(n, payload, client):
+            await gate.wait()
+
+        router = Router()
+        router.on("s/{n}", handler, shared=True)
+        router.on("o/{n}", handler)
+        d = Dispatcher(router, client=Client(), ack=lambda m: None, max_inflight=4,
+                       high_water=20)
+        d.hold(router.routes)
+        for i in range(30):
+            d.submit(D(f"s/{i}" if i % 3 else f"o/{i}", mid=i))
+        assert events == [("pause", 20)] and d.paused  # once, at the mark
+        gate.set()
+        assert await d.drain(5)
+        assert events[1] == ("resume", 10) and not d.paused and d.queued == 0
+        assert len(events) == 2
+    asyncio.run(main())
