@@ -74,8 +74,9 @@ def spawn_worker(instance: int, environ: Mapping[str, str],
 
 
 class ProcessBackend:
-    """Workers as child processes, restarted when they die, as systemd would: not after a
-    configuration error (exit 2), and not more than RESTART_BURST times a minute."""
+    """Workers as child processes, restarted when they die, as systemd's Restart=on-failure
+    would: not after a clean exit (0) or a configuration error (2), and not more than
+    RESTART_BURST times a minute."""
 
     name = "processes"
 
@@ -110,6 +111,13 @@ class ProcessBackend:
         for i, handle in list(self.handles.items()):
             code = handle.exitcode
             if code is None:
+                continue
+            if code == 0:
+                # A clean exit is someone's SIGTERM (an operator, or the autoscaler of
+                # another master): the instance has left the plan; like systemd's
+                # Restart=on-failure, do not bring it back.
+                log.info("worker %d (pid %d) stopped cleanly", i, handle.pid)
+                del self.handles[i]
                 continue
             recent = self._recent.setdefault(i, deque())
             while recent and now - recent[0] > RESTART_INTERVAL:

@@ -127,6 +127,11 @@ class Dispatcher:
         for sub_id in delivery.subscription_ids:
             route = self.by_sub_id.get(sub_id)
             if route is not None:
+                if not route.shared and route not in self.routes:
+                    # A plain subscription this instance no longer holds (left in its broker
+                    # session, or between a hand-over and the UNSUBACK): every subscriber of a
+                    # plain filter gets every message, so the route's owner has this one too.
+                    return None
                 # Checked, not trusted: a persistent session may still hold a subscription
                 # made by an older version of the application under the same identifier.
                 params = route.matches(delivery.topic)

@@ -206,6 +206,18 @@ class Worker:
         self.state = "subscribing" if not self._ready_sent else "running"
         self.subscribed = {}
         self._subscribe(self.held)
+        if session_present:
+            self._drop_stale()
+
+    def _drop_stale(self) -> None:
+        """Unsubscribe the filters of the application's routes this instance does not hold:
+        a persistent session keeps what an earlier plan subscribed (a route that moved away
+        while this instance was down), and the broker would go on delivering it."""
+        held = {self._entry(r)[0] for r in self.held}
+        stale = sorted({self._entry(r)[0] for r in self.router.routes} - held)
+        if stale:
+            log.info("unsubscribing %d filters this instance does not hold", len(stale))
+            self._unsubscribe(stale)
 
     def _subscribe(self, routes: list[Route]) -> None:
         entries = [self._entry(r) for r in routes]

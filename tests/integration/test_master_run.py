@@ -230,3 +230,25 @@ def test_a_second_master_on_the_same_runtime_directory_is_refused(make_run, brok
     assert second.returncode == 1 and "another master" in second.stdout + second.stderr
     run.wait_settled([1])  # the first one is untouched
     assert run.stop_run() == 0
+
+
+def test_a_route_that_moved_away_while_an_instance_was_down_is_not_run_twice(make_run, broker):
+    """The instance's persistent session still holds the plain subscription of a route the
+    master moved while it was stopped; after its restart only the route's owner runs it."""
+    run = make_run(2).start_run()
+    run.wait_settled([1, 2])
+    [owner] = [i for i, d in run.healths().items() if "single:ordered/{id}" in d["routes_held"]]
+    other = 3 - owner
+    run.stop_instance(owner)  # a clean stop: hand over, drain, exit
+    docs = run.wait_settled([other])
+    assert "single:ordered/{id}" in docs[other]["routes_held"]
+    run.start(owner)  # by hand, same client id: its session comes back with the old filter
+    docs = run.wait_settled([1, 2])
+    assert "single:ordered/{id}" not in docs[owner]["routes_held"]
+    publish_many(broker, "ordered/1", 200)
+    rows = run.wait_processed(200, "ordered", timeout=30)
+    time.sleep(1)  # a second runner would show up by now
+    rows = run.processed("ordered")
+    per_worker, per_message = tally(rows)
+    assert set(per_worker) == {other} and len(per_message) == 200 and len(rows) == 200
+    assert run.stop_run() == 0

@@ -239,6 +239,17 @@ class Run(Fleet):
                                      f"\n{self.output()[-4000:]}")
             time.sleep(0.1)
 
+    def stop_instance(self, instance: int, timeout: float = 60.0) -> None:
+        """SIGTERM to one of the run's workers, as an operator would; returns once `run`
+        has seen it exit cleanly (and so will not restart it)."""
+        pid = self.healths()[instance]["pid"]
+        os.kill(pid, signal.SIGTERM)
+        done = f"worker {instance} (pid {pid}) stopped cleanly"
+        deadline = time.monotonic() + timeout
+        while done not in self.output():
+            assert time.monotonic() < deadline, f"no {done!r}:\n{self.output()[-3000:]}"
+            time.sleep(0.1)
+
     def stop_run(self, timeout: float = 60.0) -> int:
         assert self.proc is not None
         if self.proc.poll() is None:
