@@ -16,8 +16,10 @@ DEB_IN_MACHINE = "/root/routemq_all.deb"
 T = TypeVar("T")
 
 
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s."""
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.25,
+               fail: bool = True) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s
+    (or, with fail=False, return the last falsy value for the caller to explain)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -25,6 +27,8 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, interval: floa
         if last:
             return last
         if time.monotonic() > deadline:
+            if not fail:
+                return last
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
         time.sleep(interval)
 
