@@ -232,6 +232,14 @@ def test_stop_drains_and_master_moves_routes_start_joins(machine: Machine) -> No
     assert 5 in owners(m, "shared:work/{batch}")
     m.run("systemctl", "start", stop, timeout=90)  # back to the fleet the next tests expect
     wait_until(lambda: str(held_by) in plan(m)["instances"], 20, f"instance {held_by} back")
+    # Its broker session still had the plain route's filter from before the stop: the route
+    # must run on one instance only (the worker unsubscribes what it no longer holds).
+    time.sleep(3)  # the plan hand-over
+    publish(m, "fail/once", 1, qos=0)
+    time.sleep(3)
+    runs = {e.get("ROUTEMQ_WORKER") for e, r in Journal(m).records("-u", "routemq-worker@*")
+            if "deliberate failure once" in json.dumps(r)}
+    assert len(runs) == 1, f"plain route fail/{{n}} ran on instances {sorted(runs)}"
 
 
 def test_broken_config_fails_once_without_restart_loop(machine: Machine) -> None:
