@@ -64,16 +64,22 @@ def make_client(port: int, client_id: str, probe: LoopProbe, **kw: Any) -> MqttC
     return client
 
 
+async def connected(port: int, client_id: str, **kw: Any) -> tuple[MqttClient, LoopProbe]:
+    """A loop-driven client (and its probe) once its CONNACK arrived."""
+    probe = LoopProbe()
+    client = make_client(port, client_id, probe, **kw)
+    client.connect_async()
+    client.loop_start()
+    await probe.until(lambda: probe.connects)
+    return client, probe
+
+
 @needs_manual_ack
 def test_loop_driven_client_has_no_thread_and_flushes_acks_on_disconnect(broker: Mosquitto
                                                                           ) -> None:
     async def main() -> None:
-        probe = LoopProbe()
-        client = make_client(broker.port, "aio-acks", probe, manual_ack=True)
-        client.connect_async()
-        client.loop_start()
+        client, probe = await connected(broker.port, "aio-acks", manual_ack=True)
         assert client._client._thread is None  # no paho network thread
-        await probe.until(lambda: probe.connects)
         client.subscribe([("aio/acks", 1, 1)])
         await probe.until(lambda: probe.subacks)
         publishing = asyncio.ensure_future(
@@ -92,11 +98,7 @@ def test_loop_driven_client_has_no_thread_and_flushes_acks_on_disconnect(broker:
 
         # Same session again: every ack reached the broker before DISCONNECT, so nothing
         # comes back.
-        again = LoopProbe()
-        client2 = make_client(broker.port, "aio-acks", again, manual_ack=True)
-        client2.connect_async()
-        client2.loop_start()
-        await again.until(lambda: again.connects)
+        client2, again = await connected(broker.port, "aio-acks", manual_ack=True)
         assert again.connects == [True]  # the persistent session was there
         await asyncio.sleep(1.0)
         assert again.messages == []
@@ -107,11 +109,7 @@ def test_loop_driven_client_has_no_thread_and_flushes_acks_on_disconnect(broker:
 
 def test_loop_driven_client_reconnects_after_broker_restart(broker: Mosquitto) -> None:
     async def main() -> None:
-        probe = LoopProbe()
-        client = make_client(broker.port, "aio-restart", probe)
-        client.connect_async()
-        client.loop_start()
-        await probe.until(lambda: probe.connects)
+        client, probe = await connected(broker.port, "aio-restart")
         await asyncio.to_thread(broker.restart)
         await probe.until(lambda: len(probe.connects) >= 2 and probe.disconnects)
         assert probe.disconnects[0].startswith(("connection lost", "disconnected by broker"))
@@ -150,11 +148,7 @@ def test_loop_driven_client_reports_refusal_then_connects(tmp_path: Path) -> Non
 def test_pause_reading_leaves_deliveries_at_the_broker_until_resumed(broker: Mosquitto
                                                                      ) -> None:
     async def main() -> None:
-        probe = LoopProbe()
-        client = make_client(broker.port, "aio-pause", probe)
-        client.connect_async()
-        client.loop_start()
-        await probe.until(lambda: probe.connects)
+        client, probe = await connected(broker.port, "aio-pause")
         client.subscribe([("aio/pause", 0, None)])
         await probe.until(lambda: probe.subacks)
         await asyncio.to_thread(publish_many, broker, "aio/pause", 50, 0)

@@ -3,29 +3,13 @@ non-generator `best`, precomputed middleware and handler calls (routemq.dispatch
 routemq.topics, routemq.router)."""
 import asyncio
 import random
-from dataclasses import dataclass
 
 from hypothesis import given, settings, strategies as st
 
 from routemq.dispatcher import Dispatcher
 from routemq.router import Route, Router
 from routemq.topics import TopicTree, parse_pattern
-
-
-@dataclass
-class D:
-    topic: str
-    payload: bytes = b"{}"
-    qos: int = 1
-    mid: int = 0
-    subscription_ids: tuple = ()
-
-
-def make(router, **kw):
-    acked, dead = [], []
-    dispatcher = Dispatcher(router, client="C", ack=acked.append, dead_letter=dead.append, **kw)
-    dispatcher.hold(router.routes)
-    return dispatcher, acked, dead
+from tests.unit.test_dispatcher import D, make
 
 
 def test_timeout_cancels_only_the_late_handler_and_the_sweep_stops_when_idle():
