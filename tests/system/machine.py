@@ -100,6 +100,7 @@ class Machine:
                                            preexec_fn=enter_cgroups)
         (self.dir / "nspawn.pid").write_text(str(self.nspawn.pid))
         self._wait_running(timeout)
+        (self.dir / "pid1.pid").write_text(str(self.pid1))  # for cleanup_stale()
         if self.binds:
             for controller, _ in self.binds:
                 self.run("mount", "--bind", f"/mnt/hostcg/{controller}",
@@ -215,17 +216,51 @@ def cleanup(directory: Path, cgroups: Sequence[Path]) -> None:
                 pass
 
 
+def _named_cgroups(name: str) -> list[Path]:
+    """Every cgroup directory start() may have made for machine `name`."""
+    found = []
+    for hierarchy, key in (("systemd", "name=systemd"), ("unified", ""),
+                           *((c, c) for c in V1_CONTROLLERS)):
+        own = _own_cgroup(key)
+        if own is not None and Path(f"/sys/fs/cgroup/{hierarchy}{own}/{name}").is_dir():
+            found.append(Path(f"/sys/fs/cgroup/{hierarchy}{own}/{name}"))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """True for a running process; False for none or a zombie (an orphaned nspawn whose new
+    parent has not reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def cleanup_stale() -> None:
-    """Remove what an interrupted earlier run left in RUN_DIR, if its nspawn is gone."""
+    """Remove what an interrupted earlier run (test runner killed) left in RUN_DIR: its
+    container's PID 1 if it outlived its nspawn, the overlay and the cgroups."""
     if not RUN_DIR.is_dir():
         return
     for directory in RUN_DIR.iterdir():
         if not directory.is_dir():
             continue
         try:
-            pid = int((directory / "nspawn.pid").read_text())
-            os.kill(pid, 0)
-            continue  # still running: another run's machine, leave it alone
+            if _alive(int((directory / "nspawn.pid").read_text())):
+                continue  # still running: another run's machine, leave it alone
         except (OSError, ValueError):
             pass
-        cleanup(directory, [])
+        try:
+            pid1 = int((directory / "pid1.pid").read_text())
+            if Path(f"/proc/{pid1}/comm").read_text().strip() == "systemd" and \
+                    os.readlink(f"/proc/{pid1}/ns/pid") != os.readlink("/proc/self/ns/pid"):
+                os.kill(pid1, signal.SIGKILL)  # ends every process of that PID namespace
+                for _ in range(100):  # the namespace's processes die first, then its init
+                    if not Path(f"/proc/{pid1}").exists():
+                        break
+                    time.sleep(0.1)
+        except (OSError, ValueError):
+            pass
+        cleanup(directory, _named_cgroups(directory.name))
+        if os.environ.get("ROUTEMQ_KEEP_LOGS") != "1":
+            (RUN_DIR / f"{directory.name}.log").unlink(missing_ok=True)
