@@ -364,6 +364,49 @@ def test_target_stops_and_starts_the_whole_fleet(machine: Machine) -> None:
     assert {u: restarts(m, u) for u in units} == {u: 0 for u in units}
 
 
+def test_autoscaler_starts_and_stops_worker_units(machine: Machine) -> None:
+    """autoscale = true: under load the master (user routemq, allowed by the polkit rule)
+    starts routemq-worker@5 and @6 through systemd, and stops them again when idle."""
+    m = machine
+    conf = f"{CONF_D}/20-autoscale.conf"
+    since = m.run("date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    m.write(conf, "autoscale = true\nmin_workers = 4\nmax_workers = 6\n"
+                  "target_rate_per_worker = 5\nscale_interval = 1\nscale_cooldown = 3\n")
+    m.run("systemctl", "restart", "routemq-master.service", timeout=60)
+    done = threading.Event()
+
+    def load() -> None:  # ~100 messages/s (ceil(100 / 5) x 0.7 at low CPU > 6) while it runs
+        k = 0
+        while not done.is_set():
+            publish(m, "work/auto", 30, qos=0, start=k)
+            k += 30
+            time.sleep(0.2)
+    feeder = threading.Thread(target=load, daemon=True)
+    feeder.start()
+    try:
+        grown = wait_until(lambda: {"5", "6"} <= set(plan(m)["instances"]), 60,
+                           "the autoscaler to add instances 5 and 6 under load", fail=False)
+        assert grown, (m.run("cat", "/run/routemq/master.json").stdout, feeder.is_alive(),
+                       m.run("journalctl", "--no-pager", "--since", since, "-u",
+                             "routemq-master").stdout[-3000:])
+        for unit in ("routemq-worker@5.service", "routemq-worker@6.service"):
+            wait_until(lambda: show(m, unit, "ActiveState")["ActiveState"] == "active", 30,
+                       f"{unit} active (READY=1 after its SUBACK)")
+    finally:
+        done.set()
+        feeder.join(30)
+    wait_until(lambda: set(plan(m)["instances"]) == {"1", "2", "3", "4"}, 90,
+               "the autoscaler to go back to min_workers when idle")
+    wait_until(lambda: m.run("systemctl", "is-active", "routemq-worker@5.service",
+                             "routemq-worker@6.service", check=False).stdout.split()
+               == ["inactive", "inactive"], 60, "instances 5 and 6 stopped")
+    journal = m.run("journalctl", "--no-pager", "-u", "routemq-master").stdout
+    assert re.search(r"autoscaler: 4 -> [56] workers: rate", journal), journal[-3000:]
+    assert re.search(r"autoscaler: [56] -> 4 workers: rate", journal), journal[-3000:]
+    m.run("rm", conf)
+    m.run("systemctl", "restart", "routemq-master.service", timeout=60)
+
+
 def test_purge_stops_everything_and_keeps_srv(machine: Machine) -> None:
     m = machine
     m.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "purge", "-y", "-q", "routemq",
