@@ -2,10 +2,13 @@
 
 Shutdown and threading, in the order they matter:
 
-- paho's network thread receives deliveries and appends them to an inbox; the asyncio loop
-  (main thread) pumps the inbox into the Dispatcher, which runs the handlers and acks each
-  QoS 1 message only after its handler returned. The broker's flow control (MQTT 5 Receive
-  Maximum = max_inflight) bounds how many unacknowledged messages can pile up here.
+- paho runs on the worker's asyncio loop (mqtt_aio.LoopDriver: no network thread, one
+  recv for many packets); deliveries go to an inbox that the loop pumps into the
+  Dispatcher, which runs the handlers and acks each QoS 1 message only after its handler
+  returned. The broker's flow control (MQTT 5 Receive
+  Maximum = max_inflight) bounds how many unacknowledged messages can pile up here, and the
+  dispatcher pauses socket reads when too many wait. A handler that blocks the loop also
+  stops this worker's MQTT I/O: the watchdog restarts it.
 - WATCHDOG=1 is sent by a task on the same loop, so a handler that blocks the loop stops
   the pings, and so does a handler stuck past its timeout (see Dispatcher.stuck).
 - SIGTERM: STOPPING=1; with a master running, state "stopping" in the health file and wait
@@ -37,6 +40,7 @@ from routemq.plan import Plan, PlanRoute, compute_plan, resolve_worker_count
 from routemq.registry import load_router
 from routemq.router import Route, Router
 from routemq.runtime import RuntimePaths, pid_alive, read_json, read_plan, write_json_atomic
+from routemq.topics import filters_overlap
 
 log = logging.getLogger("routemq.worker")
 
@@ -165,19 +169,25 @@ class Worker:
                         ", ".join(unknown))
         return [by_key[k] for k in keys if k in by_key]
 
-    def _entry(self, route: Route) -> tuple[str, int, int]:
+    def _entry(self, route: Route) -> tuple[str, int, int | None]:
+        # An identifier only where the topic alone cannot name the route (its filter
+        # overlaps another held route's): paho parses the property on every message that
+        # carries one, about a fifth of a worker's CPU (bench/).
+        overlaps = any(filters_overlap(route.mqtt_topic, r.mqtt_topic)
+                       for r in self.held if r is not route)
         return (route.get_subscription_topic(self.config.mqtt_group_name),
-                subscription_qos(route), self.route_ids[route.key])
+                subscription_qos(route), self.route_ids[route.key] if overlaps else None)
 
-    # --- paho thread -> loop -------------------------------------------------------------
+    # --- paho -> loop ---------------------------------------------------------------------
     def _cb(self, fn: Any) -> Any:
-        """Run a callback from paho's thread on the asyncio loop instead."""
+        """Run a paho callback as its own loop callback, never inside paho's packet handling
+        (thread-safe, so it also holds if paho runs in its own thread)."""
         def call(*args: Any) -> None:
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(fn, *args)
         return call
 
-    def _on_message(self, msg: Message) -> None:  # paho's thread
+    def _on_message(self, msg: Message) -> None:  # inside paho's packet handling
         self._inbox.append(msg)
         if not self._wake_scheduled and self._loop is not None:
             self._wake_scheduled = True  # one wake-up per burst, not one per message
@@ -281,9 +291,11 @@ class Worker:
             self.notifier.ready()
             return
         new = {r.key for r in routes}
-        added = [r for r in routes if r.key not in self.subscribed]
         removed = [k for k in self.subscribed if k not in new]
         self.held = routes
+        # New routes, and held ones whose identifier changed with their new neighbours
+        # (subscribing a filter again replaces its identifier).
+        added = [r for r in routes if self.subscribed.get(r.key) != self._entry(r)]
         self.dispatcher.hold(routes, self.by_sub_id)
         if self.client.connected:
             self._subscribe(added)
