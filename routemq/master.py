@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import glob
-import json
 import logging
 import os
 import signal
@@ -31,11 +29,12 @@ from typing import Any
 
 from routemq.autoscale import Autoscaler, Load, Policy
 from routemq.backends import Backend, SystemdBackend
+from routemq.fleet import read_health_dir
 from routemq.membership import Health, Membership, gains, overlap
 from routemq.notify import Notifier
 from routemq.plan import Plan, compute_plan, resolve_worker_count
 from routemq.router import Router
-from routemq.runtime import (RuntimePaths, pid_alive, read_json, read_plan, write_json_atomic,
+from routemq.runtime import (RuntimePaths, read_plan, running_master, write_json_atomic,
                              write_text_atomic)
 from routemq.worker import plan_routes
 
@@ -138,20 +137,9 @@ class Master:
 
     # --- one tick ------------------------------------------------------------------------
     def read_health(self) -> None:
-        docs: dict[int, dict[str, Any]] = {}
-        for path in glob.glob(os.path.join(self.paths.workers, "*.json")):
-            name = os.path.basename(path)[:-5]
-            if not name.isdigit():
-                continue
-            try:
-                with open(path, encoding="utf-8") as f:
-                    doc = json.load(f)
-            except (OSError, ValueError):
-                continue  # removed or being replaced: next tick
-            if isinstance(doc, dict):
-                docs[int(name)] = doc
-        self.docs = docs
-        self.health = {i: Health.from_doc(i, d) for i, d in docs.items()}
+        # Unusable files come back as {}: stale to Health, so never counted alive.
+        self.docs, _ = read_health_dir(self.paths.workers)
+        self.health = {i: Health.from_doc(i, d) for i, d in self.docs.items()}
 
     def tick(self, now: float) -> None:
         self.read_health()
@@ -252,13 +240,9 @@ class Master:
     def claim(self) -> None:
         """Refuse to run beside a live master on the same runtime directory; adopt the plan
         a previous master left, so a restarted master moves nothing that need not move."""
-        other = read_json(self.paths.master)
-        if isinstance(other, dict):
-            pid = int(other.get("pid", 0) or 0)
-            if pid and pid != os.getpid() and pid_alive(pid) and \
-                    time.time() - float(other.get("updated_at", 0)) < 5.0:
-                raise MasterError(f"another master (pid {pid}) is running on "
-                                  f"{self.paths.root}")
+        other = running_master(self.paths, time.time())
+        if other is not None and other != os.getpid():
+            raise MasterError(f"another master (pid {other}) is running on {self.paths.root}")
         os.makedirs(self.paths.workers, exist_ok=True)
         self.written = read_plan(self.paths.plan)
         self._replan = True  # the adopted plan may predate the members: plan once over them

@@ -74,6 +74,22 @@ def read_plan(path: str) -> Plan | None:
         return None
 
 
+MASTER_FRESH = 5.0  # master.json younger than this (seconds): its master is running
+
+
+def running_master(paths: RuntimePaths, now: float) -> int | None:
+    """The pid of the master that owns this runtime directory now (its process exists and
+    master.json is fresh), else None."""
+    doc = read_json(paths.master)
+    if not isinstance(doc, dict):
+        return None
+    try:
+        pid, updated = int(doc.get("pid") or 0), float(doc.get("updated_at") or 0)
+    except (TypeError, ValueError):
+        return None
+    return pid if pid > 0 and now - updated < MASTER_FRESH and pid_alive(pid) else None
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

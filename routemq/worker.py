@@ -39,14 +39,13 @@ from routemq.notify import Notifier
 from routemq.plan import Plan, PlanRoute, compute_plan, resolve_worker_count
 from routemq.registry import load_router
 from routemq.router import Route, Router
-from routemq.runtime import RuntimePaths, pid_alive, read_json, read_plan, write_json_atomic
+from routemq.runtime import RuntimePaths, read_plan, running_master, write_json_atomic
 from routemq.topics import filters_overlap
 
 log = logging.getLogger("routemq.worker")
 
 PLAN_WAIT = 15.0  # seconds to wait for a plan that includes this instance
 HANDOVER_WAIT = 10.0  # seconds a stopping worker waits for the master to move its routes
-MASTER_FRESH = 5.0  # master.json younger than this: a master is running
 UNSUBACK_WAIT = 5.0
 
 
@@ -397,9 +396,7 @@ class Worker:
             self._stop.set()
 
     def _master_running(self) -> bool:
-        doc = read_json(self.paths.master)
-        return isinstance(doc, dict) and pid_alive(int(doc.get("pid", 0) or 0)) and \
-            time.time() - float(doc.get("updated_at", 0)) < MASTER_FRESH
+        return running_master(self.paths, time.time()) is not None
 
     async def hand_over(self) -> None:
         """Before letting go, wait until the master has moved our routes to instances that
