@@ -4,8 +4,13 @@ Runs on the worker's asyncio loop and knows nothing about sockets, so unit tests
 plain deliveries. For each delivery:
 
 1. find its route: the subscription identifier the broker attached (MQTT 5) names the
-   route exactly; without one, the most specific route among those this worker holds;
-2. reject what must not reach a handler (no route, payload over `max_payload_bytes`);
+   route exactly; without one, the most specific route among those this worker holds, and
+   failing that among all the application's routes. A delivery only arrives on a
+   subscription this worker's session held, so it is handled here whatever the plan says
+   now: a route that just moved away, or a filter left in the session, still has its
+   messages in flight or queued for us, and nobody else will get them;
+2. reject what must not reach a handler (a topic no route of the application matches, a
+   payload over `max_payload_bytes`);
 3. run the handler: shared routes concurrently, at most `max_inflight` at a time; routes
    that are not shared one message at a time, in arrival order;
 4. call `ack(delivery)` only after the handler finished, failed or was rejected, so a crash
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -43,6 +49,7 @@ log = logging.getLogger("routemq.dispatch")
 Params = dict[str, str]
 
 STUCK_GRACE = 5.0  # seconds a cancelled handler may take to end before we call it stuck
+CANCEL_GRACE = 2.0  # seconds a stopping worker waits for cancelled handlers to end
 
 
 class Delivery(Protocol):
@@ -123,21 +130,18 @@ class Dispatcher:
         self.by_sub_id = dict(sub_ids or {})
 
     def resolve(self, delivery: Any) -> tuple[Route, Params] | None:
-        """The route of a delivery and its parameters, or None."""
+        """The route of a delivery and its parameters, or None when no route of the
+        application matches its topic (see the module docstring: held or not)."""
         for sub_id in delivery.subscription_ids:
             route = self.by_sub_id.get(sub_id)
             if route is not None:
-                if not route.shared and route not in self.routes:
-                    # A plain subscription this instance no longer holds (left in its broker
-                    # session, or between a hand-over and the UNSUBACK): every subscriber of a
-                    # plain filter gets every message, so the route's owner has this one too.
-                    return None
                 # Checked, not trusted: a persistent session may still hold a subscription
                 # made by an older version of the application under the same identifier.
                 params = route.matches(delivery.topic)
                 if params is not None:
                     return route, params
-        return self.router.match_in(delivery.topic, self.routes)
+        return self.router.match_in(delivery.topic, self.routes) or \
+            self.router.match(delivery.topic)
 
     # --- intake --------------------------------------------------------------------------
     @property
@@ -155,8 +159,8 @@ class Dispatcher:
         found = self.resolve(delivery)
         if found is None:
             self.metrics.unrouted += 1
-            self._unrouted_log("no route held by this worker for topic %s", delivery.topic,
-                               topic=delivery.topic)
+            self._unrouted_log("no route of the application matches topic %s",
+                               delivery.topic, topic=delivery.topic)
             self._finish(delivery)
             return
         route, params = found
@@ -272,7 +276,8 @@ class Dispatcher:
         if self.dead_letter is None:
             return
         try:
-            self.dead_letter(dead_letter_record(route, delivery, error))
+            self.dead_letter(dead_letter_record(route, delivery, error,
+                                                self.max_payload_bytes))
         except Exception:
             log.exception("dead-letter publish failed for %s", delivery.topic,
                           extra={"route": route.topic, "topic": delivery.topic})
@@ -286,8 +291,12 @@ class Dispatcher:
         except TimeoutError:
             return False
 
-    async def cancel(self) -> None:
-        """Cancel what still runs (after a drain timed out): those messages stay unacked."""
+    async def cancel(self, grace: float = CANCEL_GRACE) -> int:
+        """Cancel what still runs (after a drain timed out): those messages stay unacked.
+
+        Waits at most `grace` seconds for the handlers to end: one that swallows its
+        cancellation must not keep the worker from stopping. Returns how many did not end.
+        """
         self._pending.clear()
         for backlog in self._ordered.values():
             backlog.clear()
@@ -295,7 +304,14 @@ class Dispatcher:
         tasks = list(self._running)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        if pending:
+            log.error("%d handlers ignored cancellation for %.0fs; leaving them (their "
+                      "messages stay unacknowledged and are delivered again)", len(pending),
+                      grace)
+        return len(pending)
 
     def stuck(self, now: float | None = None) -> bool:
         """True when a handler outlived its timeout plus a grace period (cancelling it did
@@ -307,16 +323,27 @@ class Dispatcher:
         return now - oldest > self.handler_timeout + STUCK_GRACE
 
 
-def dead_letter_record(route: Route, delivery: Any, error: str) -> dict[str, Any]:
-    """What goes to the dead-letter topic: enough to inspect and replay the message."""
+def dead_letter_record(route: Route, delivery: Any, error: str,
+                       max_payload_bytes: int | None = None) -> dict[str, Any]:
+    """What goes to the dead-letter topic: enough to inspect and replay the message.
+
+    A payload over `max_payload_bytes` is left out (its size and SHA-256 stay): it was
+    rejected for its size, and base64 would make the dead letter a third larger still.
+    """
     raw = delivery.payload
+    record: dict[str, Any] = {"topic": delivery.topic, "route": route.topic, "error": error,
+                              "qos": delivery.qos, "time": time.time(),
+                              "payload_bytes": len(raw)}
+    if max_payload_bytes is not None and len(raw) > max_payload_bytes:
+        record.update(payload=None, payload_encoding="omitted",
+                      payload_sha256=hashlib.sha256(raw).hexdigest())
+        return record
     try:
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    return {"topic": delivery.topic, "route": route.topic, "error": error,
-            "payload": text, "payload_encoding": encoding, "qos": delivery.qos,
-            "time": time.time()}
+    record.update(payload=text, payload_encoding=encoding)
+    return record
 
 
 def dead_letter_payload(record: dict[str, Any]) -> bytes:

@@ -1,5 +1,6 @@
 """The worker's message pipeline without a broker (routemq.dispatcher)."""
 import asyncio
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -127,7 +128,11 @@ def test_oversized_payload_rejected_without_calling_handler():
         assert calls == [1]
         assert [x.mid for x in acked] == [5, 6]
         assert d.metrics.rejected == 1 and "over max_payload_bytes (10)" in dead[0]["error"]
-        assert dead[0]["payload"] == "x" * 11
+        # The rejected payload is not re-published (a 10 MB one became 14.6 MB of base64):
+        # its size and digest identify it.
+        assert dead[0]["payload"] is None and dead[0]["payload_encoding"] == "omitted"
+        assert dead[0]["payload_bytes"] == 11
+        assert dead[0]["payload_sha256"] == hashlib.sha256(b"x" * 11).hexdigest()
     asyncio.run(main())
 
 
@@ -206,4 +211,54 @@ def test_stuck_handler_is_reported_and_drain_times_out():
         assert await d.drain(0.05) is False
         await d.cancel()
         assert acked == []  # cancelled: left with the broker
+    asyncio.run(main())
+
+
+def test_a_route_not_held_still_handles_what_arrives_for_it():
+    """A delivery arrives only on a subscription the worker's session held: a route that
+    just moved to another instance still has its in-flight and queued messages here, and
+    nobody else will get them. Only a topic no route matches is unrouted."""
+    async def main():
+        got = []
+        router = Router()
+        moved = router.on("m/{id}", lambda id, payload, client: got.append(("m", id)),
+                          shared=True)
+        plain = router.on("p/{id}", lambda id, payload, client: got.append(("p", id)))
+        kept = router.on("k", lambda payload, client: got.append(("k",)), shared=True)
+        d, acked, _ = make(router)
+        d.hold([kept], {1: moved, 2: plain, 3: kept})
+        d.submit(D("m/1", mid=1))                          # no identifier: any route
+        d.submit(D("m/2", mid=2, subscription_ids=(1,)))   # its identifier
+        d.submit(D("p/3", mid=3, subscription_ids=(2,)))   # a plain filter left in the session
+        d.submit(D("nowhere", mid=4))
+        assert await d.drain(1)
+        assert sorted(got) == [("m", "1"), ("m", "2"), ("p", "3")]
+        assert sorted(x.mid for x in acked) == [1, 2, 3, 4]
+        assert d.metrics.unrouted == 1 and d.metrics.processed == 3
+    asyncio.run(main())
+
+
+def test_cancel_gives_up_on_a_handler_that_swallows_cancellation():
+    async def main():
+        ended = asyncio.Event()
+
+        async def stubborn(payload, client):
+            while not ended.is_set():
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    pass  # the handler's bug: it goes on
+
+        router = Router()
+        router.on("s", stubborn, shared=True)
+        d, acked, _ = make(router)
+        d.submit(D("s", mid=1))
+        await settle()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await d.cancel(grace=0.2) == 1
+        assert loop.time() - t0 < 2 and acked == []
+        ended.set()
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()
     asyncio.run(main())
