@@ -12,6 +12,8 @@ import difflib
 import json
 import os
 import re
+import ssl
+import stat
 import sys
 from typing import Any, Callable, Mapping, NoReturn, Sequence
 
@@ -257,16 +259,62 @@ def _read_config_file(path: str) -> dict[str, str]:
     return parse_config_text(text, path)
 
 
-def _check_readable(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
-    """TLS files must be readable now, not at the first connect inside a restarting unit."""
+def _not_a_file(path: str) -> str | None:
+    """Why `path` is not a regular file we can open (a FIFO would hang the start), or None."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            return "cannot read: Is a directory"
+        if not stat.S_ISREG(mode):
+            return "cannot read: not a regular file"
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+
+
+def _read_secret(path: str) -> str:
+    """A password file's first line ends at its line break; ValueError with the reason."""
+    problem = _not_a_file(path)
+    if problem:
+        raise ValueError(problem)
+    return _read_text(path).rstrip("\r\n")
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    # "[X509: NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found (_ssl.c:4149)"
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc.args[1] if len(exc.args) > 1 else exc))
+
+
+def _no_passphrase() -> str:
+    raise ValueError("the key is encrypted (a passphrase cannot be given; decrypt it with "
+                     "`openssl pkey -in KEY -out KEY.plain`)")
+
+
+def _check_tls_files(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """The TLS files must be readable and usable now, not at the first connect inside a
+    restarting unit (where an SSLError would be a traceback and exit 1)."""
+    def fail(name: str, reason: str) -> NoReturn:
+        raise _value_error(KEY_BY_NAME[name], values[name], sources[name], reason)
+
     for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
-        if values[name]:
-            try:
-                with open(values[name], "rb"):
-                    pass
-            except OSError as exc:
-                raise _value_error(KEY_BY_NAME[name], values[name], sources[name],
-                                   f"cannot read: {exc.strerror}") from None
+        problem = values[name] and _not_a_file(values[name])
+        if problem:
+            fail(name, problem)
+    if values["tls_ca_file"]:
+        try:
+            ssl.create_default_context(cafile=values["tls_ca_file"])
+        except ssl.SSLError as exc:
+            fail("tls_ca_file", f"no PEM CA certificate in it ({_ssl_reason(exc)})")
+    if values["tls_cert_file"]:
+        name = "tls_key_file" if values["tls_key_file"] else "tls_cert_file"
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
+                values["tls_cert_file"], values["tls_key_file"], password=_no_passphrase)
+        except ValueError as exc:
+            fail(name, str(exc))
+        except ssl.SSLError as exc:
+            fail(name, f"cannot load the certificate and its private key ({_ssl_reason(exc)})")
 
 
 def _resolve_password(values: Mapping[str, Any], sources: Mapping[str, str],
@@ -277,7 +325,7 @@ def _resolve_password(values: Mapping[str, Any], sources: Mapping[str, str],
     if values["mqtt_password_file"]:
         path = values["mqtt_password_file"]
         try:
-            return _read_text(path).rstrip("\r\n"), f"mqtt_password_file {path}"
+            return _read_secret(path), f"mqtt_password_file {path}"
         except ValueError as exc:
             raise _value_error(KEY_BY_NAME["mqtt_password_file"], path,
                                sources["mqtt_password_file"], str(exc)) from None
@@ -285,7 +333,7 @@ def _resolve_password(values: Mapping[str, Any], sources: Mapping[str, str],
         path = os.path.join(environ["CREDENTIALS_DIRECTORY"], CREDENTIAL_NAME)
         if os.path.exists(path):
             try:
-                return _read_text(path).rstrip("\r\n"), f"systemd credential {path}"
+                return _read_secret(path), f"systemd credential {path}"
             except ValueError as exc:
                 raise ConfigError(f"systemd credential {path}: {exc}",
                                   key="mqtt_password", source="CREDENTIALS_DIRECTORY") from None
@@ -434,7 +482,7 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
            if key.cli and getattr(namespace, key.name) is not None}
     files = [(path, _read_config_file(path)) for path in _config_paths(parser, namespace, env)]
     values, sources = resolve(cli, env, files, cwd=os.getcwd())
-    _check_readable(values, sources)
+    _check_tls_files(values, sources)
     password, password_source = _resolve_password(values, sources, env)
     role_args, role_sources = _role_args(parser, namespace)
     return Config(values, {**sources, **role_sources}, role_args=role_args, password=password,

@@ -6,11 +6,16 @@ one-line error naming the key and where the value came from.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 Parse = Callable[[str], Any]
+# Worker instance numbers run 1..MAX_INSTANCES: the polkit rule lets the routemq user start
+# routemq-worker@N for these N only, and max_workers / worker_count cannot exceed it.
+MAX_INSTANCES = 64
 TRUE, FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
@@ -34,14 +39,17 @@ def _int(lo: int, hi: int | None = None) -> Parse:
     return parse
 
 
-def _float(lo: float, *, strict: bool = False) -> Parse:
+def _float(lo: float, hi: float | None = None, *, strict: bool = False) -> Parse:
+    """A finite number >= lo (> lo when strict) and <= hi: an upper bound keeps a typo such
+    as 1e300 from overflowing a timer, a lower one keeps 1e-6 from turning a loop into a spin."""
     def parse(raw: str) -> float:
         try:
             value = float(raw.strip())
         except ValueError:
             raise ValueError("not a number") from None
-        if not math.isfinite(value) or value < lo or (strict and value == lo):
-            raise ValueError(f"must be a finite number {_bounds(lo, None, strict)}")
+        if not math.isfinite(value) or value < lo or (strict and value == lo) \
+                or (hi is not None and value > hi):
+            raise ValueError(f"must be a finite number {_bounds(lo, hi, strict)}")
         return value
     return parse
 
@@ -83,13 +91,47 @@ def _nonempty(raw: str) -> str:
     return raw.strip()
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
+
+
 def _host(raw: str) -> str:
+    """A host name, an IPv4 address or an IPv6 address (`::1`, or `[::1]`, kept as `::1`).
+
+    No scheme, port, user or path: the port is mqtt_port and TLS is the tls key, and a
+    `host:1883` here would otherwise fail only at connect time, in a restarting unit.
+    """
     host = raw.strip()
+    if not host:
+        return host  # "" = not configured
     if "://" in host:
-        raise ValueError("give the host name only, without a scheme (the port is mqtt_port)")
-    if any(c.isspace() for c in host):
-        raise ValueError("a host name cannot contain spaces")
+        raise ValueError("give the host name only, without a scheme: use mqtt_port for the "
+                         "port and tls = true for TLS")
+    if "@" in host:
+        raise ValueError("give the host name only: the user name is mqtt_username")
+    bracketed = re.fullmatch(r"\[([^\]]*)\](.*)", host)
+    if bracketed:
+        if bracketed.group(2):
+            raise ValueError("give the host name only, without a port: use mqtt_port")
+        host = bracketed.group(1)
+        if ":" not in host:
+            raise ValueError("brackets are for an IPv6 address only")
+    if ":" in host:
+        if _ipv6(host):
+            return host
+        if host.count(":") == 1 or re.search(r":\d+$", host):
+            raise ValueError("give the host name only, without a port: use mqtt_port")
+        raise ValueError("not a valid IPv6 address")
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError("not a host name or IP address (letters, digits, '-', '_' and '.')")
     return host
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)  # also takes a zone: fe80::1%eth0
+    except ValueError:
+        return False
+    return True
 
 
 def _share_name(raw: str) -> str:
@@ -110,9 +152,9 @@ def _worker_count(raw: str) -> str | int:
     if raw.strip().lower() == "auto":
         return "auto"
     try:
-        return _int(1)(raw)
+        return _int(1, MAX_INSTANCES)(raw)
     except ValueError:
-        raise ValueError('must be "auto" or an integer >= 1') from None
+        raise ValueError(f'must be "auto" or an integer between 1 and {MAX_INSTANCES}') from None
 
 
 def _module_path(raw: str) -> str:
@@ -166,10 +208,13 @@ KEYS: tuple[Key, ...] = (
         "MQTT_PASSWORD_FILE"),
     Key("mqtt_group_name", "routemq", _share_name, "shared-subscription group",
         "MQTT_GROUP_NAME"),
-    Key("worker_count", "auto", _worker_count, '"auto" or the number of worker instances',
-        "WORKER_COUNT"),
-    Key("min_workers", 1, _int(1), "autoscaler minimum", "MIN_WORKERS"),
-    Key("max_workers", 8, _int(1), "autoscaler maximum", "MAX_WORKERS"),
+    Key("worker_count", "auto", _worker_count,
+        f'"auto" or the number of worker instances (1..{MAX_INSTANCES})', "WORKER_COUNT"),
+    Key("min_workers", 1, _int(1, MAX_INSTANCES), f"autoscaler minimum (1..{MAX_INSTANCES})",
+        "MIN_WORKERS"),
+    Key("max_workers", 8, _int(1, MAX_INSTANCES),
+        f"autoscaler maximum (1..{MAX_INSTANCES}: instance numbers stop at {MAX_INSTANCES})",
+        "MAX_WORKERS"),
     Key("log_level", "INFO", _choice(LEVELS, upper=True), "log level", "LOG_LEVEL"),
     Key("log_format", "auto", _choice({w: w for w in ("auto", "json", "text")}),
         "auto (text on a terminal, else JSON), json or text"),
@@ -178,7 +223,9 @@ KEYS: tuple[Key, ...] = (
     Key("runtime_dir", "/run/routemq", _nonempty, "plan and health files"),
     Key("client_id_prefix", "routemq", _client_id_prefix,
         "client id is <prefix>-<hostname>-<instance>"),
-    Key("keepalive", 30, _int(5, 65535), "MQTT keepalive, seconds"),
+    # At most an hour: the broker notices a silently dead worker only after 1.5 x keepalive,
+    # and holds that worker's in-flight messages until then.
+    Key("keepalive", 30, _int(5, 3600), "MQTT keepalive, seconds (5..3600)"),
     Key("mqtt_protocol", "5", _choice(PROTOCOLS), "5 or 3.1.1"),
     Key("session_expiry", 3600, _int(0, 2**32 - 1),
         "seconds a persistent session outlives a disconnect"),
@@ -188,15 +235,21 @@ KEYS: tuple[Key, ...] = (
     Key("tls_key_file", None, _optional, "client key file"),
     Key("tls_insecure", False, bool_value, "skip the broker host name check"),
     Key("max_inflight", 64, _int(1, 65535), "messages in flight per worker"),
-    Key("drain_timeout", 20.0, _float(0), "seconds to finish in-flight messages on stop"),
-    Key("handler_timeout", 60.0, _float(0), "seconds a handler may run; 0 = no limit"),
+    # Time bounds: a typo such as 1e300 would overflow the event loop's timers, and a tiny
+    # health_interval or scale_interval turns an idle loop into a spin (1e-6: 88 % of a core).
+    Key("drain_timeout", 20.0, _float(0, 3600),
+        "seconds to finish in-flight messages on stop (0..3600; the worker unit allows 35)"),
+    Key("handler_timeout", 60.0, _float(0, 86400),
+        "seconds a handler may run (0..86400); 0 = no limit"),
     Key("max_payload_bytes", 1048576, _int(1, 268435455), "larger payloads are rejected"),
     Key("dead_letter_topic", "", _topic_name, 'failed messages go here; "" = off'),
-    Key("health_interval", 1.0, _float(0, strict=True), "seconds between health files"),
+    Key("health_interval", 1.0, _float(0.1, 60), "seconds between health files (0.1..60)"),
     Key("autoscale", False, bool_value, "start and stop instances with the load"),
-    Key("scale_interval", 30.0, _float(0, strict=True), "seconds between scaling decisions"),
-    Key("scale_cooldown", 60.0, _float(0), "seconds between two scaling actions"),
-    Key("target_rate_per_worker", 100.0, _float(0, strict=True), "messages/s per worker"),
+    Key("scale_interval", 30.0, _float(1, 3600), "seconds between scaling decisions (1..3600)"),
+    Key("scale_cooldown", 60.0, _float(0, 86400),
+        "seconds between two scaling actions (0..86400)"),
+    Key("target_rate_per_worker", 100.0, _float(0.01, 1e6),
+        "messages/s per worker (0.01..1000000)"),
     Key("metrics_textfile_dir", "", _text, 'Prometheus textfile directory; "" = off'),
 )
 KEY_BY_NAME = {key.name: key for key in KEYS}

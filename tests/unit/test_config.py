@@ -179,7 +179,7 @@ def test_bad_value_in_environment_and_on_command_line(etc):
         "must be between 1 and 65535")
     assert error_of(etc, ["--keepalive", "2"]) == (
         'routemq: config error: keepalive = "2" on the command line: '
-        "must be between 5 and 65535")
+        "must be between 5 and 3600")
 
 
 def test_only_the_winning_value_is_validated(etc):
@@ -194,9 +194,19 @@ def test_only_the_winning_value_is_validated(etc):
     ("mqtt_group_name", "a/b", "not a valid MQTT share name"),
     ("mqtt_group_name", "a+b", "not a valid MQTT share name"),
     ("mqtt_group_name", "", "not a valid MQTT share name"),
-    ("worker_count", "0", 'must be "auto" or an integer >= 1'),
-    ("worker_count", "lots", 'must be "auto" or an integer >= 1'),
-    ("min_workers", "0", "must be >= 1"),
+    ("mqtt_broker", "broker.example:1883", "without a port: use mqtt_port"),
+    ("mqtt_broker", "[::1]:1883", "without a port: use mqtt_port"),
+    ("mqtt_broker", "mqtts://broker.example", "tls = true for TLS"),
+    ("mqtt_broker", "user@broker.example", "the user name is mqtt_username"),
+    ("mqtt_broker", "broker.example/x", "not a host name or IP address"),
+    ("mqtt_broker", "[broker.example]", "brackets are for an IPv6 address only"),
+    ("mqtt_broker", "fe80::zz", "not a valid IPv6 address"),
+    ("worker_count", "0", 'must be "auto" or an integer between 1 and 64'),
+    ("worker_count", "lots", 'must be "auto" or an integer between 1 and 64'),
+    ("worker_count", "65", 'must be "auto" or an integer between 1 and 64'),
+    ("min_workers", "0", "must be between 1 and 64"),
+    ("max_workers", "65", "must be between 1 and 64"),
+    ("keepalive", "86400", "must be between 5 and 3600"),
     ("log_level", "verbose", "must be one of CRITICAL, DEBUG, ERROR, INFO, WARNING"),
     ("log_format", "xml", "must be one of auto, json, text"),
     ("router_directory", "app/routers", "not a dotted module path"),
@@ -206,9 +216,16 @@ def test_only_the_winning_value_is_validated(etc):
     ("tls", "maybe", "not a boolean (use true/false, yes/no, on/off or 1/0)"),
     ("max_inflight", "0", "must be between 1 and 65535"),
     ("drain_timeout", "soon", "not a number"),
-    ("handler_timeout", "-1", "must be a finite number >= 0"),
-    ("health_interval", "0", "must be a finite number > 0"),
-    ("target_rate_per_worker", "nan", "must be a finite number > 0"),
+    ("drain_timeout", "1e300", "must be a finite number between 0 and 3600"),
+    ("handler_timeout", "-1", "must be a finite number between 0 and 86400"),
+    ("handler_timeout", "inf", "must be a finite number between 0 and 86400"),
+    ("health_interval", "0", "must be a finite number between 0.1 and 60"),
+    ("health_interval", "1e-6", "must be a finite number between 0.1 and 60"),
+    ("health_interval", "61", "must be a finite number between 0.1 and 60"),
+    ("scale_interval", "0.001", "must be a finite number between 1 and 3600"),
+    ("scale_cooldown", "1e9", "must be a finite number between 0 and 86400"),
+    ("target_rate_per_worker", "nan", "must be a finite number between 0.01 and 1000000"),
+    ("target_rate_per_worker", "1e-300", "must be a finite number between 0.01 and 1000000"),
     ("max_payload_bytes", "1.5", "not an integer"),
     ("dead_letter_topic", "dead/+", "not a topic to publish to"),
 ])
@@ -217,6 +234,25 @@ def test_each_bad_value_names_key_source_and_reason(etc, key, raw, reason):
     prefix = f"routemq: config error: {key} = {json.dumps(raw)} in {path}: "
     text = error_of(etc)
     assert text.startswith(prefix) and reason in text[len(prefix):]
+
+
+@pytest.mark.parametrize("raw, host", [
+    ("broker.example", "broker.example"), ("10.0.0.7", "10.0.0.7"), ("::1", "::1"),
+    ("[::1]", "::1"), ("fe80::1%eth0", "fe80::1%eth0"), ("mqtt_1.local.", "mqtt_1.local."),
+    ("", ""),
+])
+def test_broker_hosts_accepted(etc, raw, host):
+    """IPv6 literals keep working, bare or in brackets (the brackets are dropped: the socket
+    layer wants the bare address)."""
+    assert load(etc, [], {"MQTT_BROKER": raw}).mqtt_broker == host
+
+
+def test_bounds_are_inclusive(etc):
+    cfg = load(etc, ["--health-interval", "0.1", "--keepalive", "3600", "--max-workers", "64",
+                     "--scale-interval", "1", "--drain-timeout", "3600"], {"WORKER_COUNT": "64"})
+    assert (cfg.health_interval, cfg.keepalive, cfg.max_workers, cfg.worker_count) == (
+        0.1, 3600, 64, 64)
+    assert (cfg.scale_interval, cfg.drain_timeout) == (1.0, 3600.0)
 
 
 def test_min_workers_above_max_workers(etc):
@@ -260,27 +296,84 @@ def test_typed_values(etc):
 
 # --- TLS ----------------------------------------------------------------------------------------
 
+# A self-signed certificate (CN routemq-test, P-256, valid until 2126) and its key, for tests.
+CERT = """-----BEGIN CERTIFICATE-----
+MIIBhDCCASugAwIBAgIUZz+QlBt2LoLnlwbI8DpsMZ3PClswCgYIKoZIzj0EAwIw
+FzEVMBMGA1UEAwwMcm91dGVtcS10ZXN0MCAXDTI2MTIwMTIxMTUxNFoYDzIxMjYx
+MTA3MjExNTE0WjAXMRUwEwYDVQQDDAxyb3V0ZW1xLXRlc3QwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAARyZmaaN+8PiDzp9VCLjTj2NXGxFfshr4WeKEzseK/+Jdjd
+ey0fsvGM25+xshdJp9VYqaX/b2ST4iWP23x/xESNo1MwUTAdBgNVHQ4EFgQUl37i
+LpWfrTKfbikubqH9dbiNz2MwHwYDVR0jBBgwFoAUl37iLpWfrTKfbikubqH9dbiN
+z2MwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiBQUWLdaZdKo9fX
+VQjUemcvhtOaw2Z4wWvUjzoseh7rSAIgMiDvsEFOFYyi/XWdJ6C24B1SPXzFPToM
+9R1cW/YTAAs=
+-----END CERTIFICATE-----
+"""
+KEY = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg0NRpmjHHG1i6FyI8
+I7S6/QZMrSDKW/JxXa3DqAGIpsyhRANCAARyZmaaN+8PiDzp9VCLjTj2NXGxFfsh
+r4WeKEzseK/+Jdjdey0fsvGM25+xshdJp9VYqaX/b2ST4iWP23x/xESN
+-----END PRIVATE KEY-----
+"""
+
+ENCRYPTED_KEY = """-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAjqX3HkiJGe8wICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEELp1mKyuEGvdNgWWcKqjIeQEgZAz
+7P5kn6nvNN5HYMcfcqwVRVMEk/5HLOS013iNkvIbQ2O0k+uPpRSZF31q6tjYEMkc
+mxZouDefxphuT+VOyFNrkNydRXEa1LxZYSM+Aoiw9gvuk5NpUkVF0JTxZzGz/cdy
+ATnLdHLRHAtT10d5oIEBOfL88xPTf2i4VyFaJHsu0ArxbeaI3O+DFBF14UuYXiQ=
+-----END ENCRYPTED PRIVATE KEY-----
+"""  # KEY under the passphrase "routemq"
+
+
 def test_tls_implied_by_ca_file_unless_switched_off(etc):
-    ca = write(etc / "ca.pem", "---")
+    ca = write(etc / "ca.pem", CERT)
     cfg = load(etc, [], {"ROUTEMQ_TLS_CA_FILE": ca})
     assert cfg.tls is True and cfg.sources["tls"] == "implied by tls_ca_file"
     assert load(etc, ["--tls", "false"], {"ROUTEMQ_TLS_CA_FILE": ca}).tls is False
 
 
-def test_tls_files_must_be_readable(etc):
+def test_tls_files_must_be_readable_regular_files(etc):
     missing = str(etc / "nope.pem")
     assert error_of(etc, ["--tls-ca-file", missing]) == (
         f'routemq: config error: tls_ca_file = "{missing}" on the command line: '
         "cannot read: No such file or directory")
     assert "cannot read: Is a directory" in error_of(etc, ["--tls-cert-file", str(etc)])
+    fifo = str(etc / "fifo")
+    os.mkfifo(fifo)  # opening it would block the start for ever
+    assert "cannot read: not a regular file" in error_of(etc, ["--tls-ca-file", fifo])
+
+
+def test_tls_files_must_hold_what_they_are_for(etc):
+    """Garbage in a TLS file is found now, not as an SSLError traceback at the first connect."""
+    garbage = write(etc / "garbage.pem", "not a certificate\n")
+    text = error_of(etc, ["--tls-ca-file", garbage])
+    assert text.startswith(f'routemq: config error: tls_ca_file = "{garbage}" on the command '
+                           "line: no PEM CA certificate in it (")
+    cert = write(etc / "cert.pem", CERT)
+    assert 'tls_key_file = "' in error_of(etc, ["--tls-cert-file", cert,
+                                                "--tls-key-file", garbage])
+    assert "tls_cert_file" in error_of(etc, ["--tls-cert-file", cert])  # no key anywhere
+    both = write(etc / "both.pem", CERT + KEY)  # the key may sit in the certificate file
+    assert load(etc, ["--tls-cert-file", both, "--tls-ca-file", cert]).tls is True
+
+
+def test_tls_encrypted_key_is_refused_not_prompted_for(etc):
+    """OpenSSL would ask for the passphrase on the terminal, or fail at the first connect."""
+    key = write(etc / "key.pem", ENCRYPTED_KEY)
+    text = error_of(etc, ["--tls-cert-file", write(etc / "cert.pem", CERT),
+                          "--tls-key-file", key])
+    assert text == (f'routemq: config error: tls_key_file = "{key}" on the command line: the '
+                    "key is encrypted (a passphrase cannot be given; decrypt it with "
+                    "`openssl pkey -in KEY -out KEY.plain`)")
 
 
 def test_tls_key_needs_cert(etc):
-    key = write(etc / "key.pem", "---")
+    key = write(etc / "key.pem", KEY)
     assert error_of(etc, ["--tls-key-file", key]) == (
         f'routemq: config error: tls_key_file = "{key}" on the command line: '
         "needs tls_cert_file")
-    cert = write(etc / "cert.pem", "---")
+    cert = write(etc / "cert.pem", CERT)
     cfg = load(etc, ["--tls-key-file", key, "--tls-cert-file", cert])
     assert cfg.tls is True and cfg.sources["tls"] == "implied by tls_cert_file"
 
@@ -348,6 +441,11 @@ def test_unreadable_password_file_names_the_key(etc):
     assert error_of(etc, [], {"MQTT_PASSWORD_FILE": missing}) == (
         f'routemq: config error: mqtt_password_file = "{missing}" in environment '
         "MQTT_PASSWORD_FILE: cannot read: No such file or directory")
+    assert "mqtt_password_file" in error_of(etc, [], {"MQTT_PASSWORD_FILE": str(etc)})
+    fifo = str(etc / "fifo")
+    os.mkfifo(fifo)  # reading it would block the start for ever
+    assert error_of(etc, [], {"MQTT_PASSWORD_FILE": fifo}).endswith(
+        "cannot read: not a regular file")
 
 
 def test_password_is_never_a_command_line_flag(etc):
