@@ -14,8 +14,9 @@ _JSON_WHITESPACE = " \t\n\r"
 def decode_payload(raw: bytes) -> Any:
     """`b'{"t": 21}'` -> `{'t': 21}`; `b'\\xff'` or `b'on'` -> the bytes unchanged.
 
-    Invalid UTF-8 and text that is not JSON are not errors: the handler gets the bytes.
-    The result is always what `json.loads(raw)` gives, or `raw` where that raises.
+    Invalid UTF-8, text that is not JSON and JSON nested too deep to decode are not errors:
+    the handler gets the bytes. The result is always what `json.loads(raw)` gives, or `raw`
+    where that raises.
     """
     try:
         text = raw.decode("utf-8")
@@ -24,11 +25,16 @@ def decode_payload(raw: bytes) -> Any:
             return value
     except (ValueError, TypeError, AttributeError):
         pass  # leading whitespace, a BOM, UTF-16/32, not JSON at all: json.loads decides
+    except Exception:
+        # RecursionError (JSON nested deeper than the interpreter's limit: [[[[...), or a
+        # MemoryError: json.loads would raise the same, and the payload is still the
+        # handler's to judge, not a handler error. An except clause costs nothing until raised.
+        return raw
     return _loads_or_raw(raw)
 
 
 def _loads_or_raw(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, TypeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except Exception:  # JSONDecodeError, UnicodeDecodeError, RecursionError, ...
         return raw

@@ -1,6 +1,7 @@
 """routemq.payload: the fast path must give exactly what json.loads(raw) gives, else raw."""
 import json
 
+import pytest
 from hypothesis import given, strategies as st
 
 from routemq.payload import decode_payload
@@ -9,7 +10,7 @@ from routemq.payload import decode_payload
 def reference(raw: bytes):
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw
 
 
@@ -29,6 +30,22 @@ CASES = [
 def test_known_cases_match_json_loads():
     for raw in CASES:
         assert same(decode_payload(raw), reference(raw)), raw
+
+
+@pytest.mark.parametrize("raw", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    (" " + "[" * 100_000 + "]" * 100_000).encode("utf-16"),  # the json.loads path
+    b"[" * 100_000,  # and not even closed
+])
+def test_json_nested_too_deep_reaches_the_handler_as_bytes(raw):
+    """json raises RecursionError on such nesting: before, that escaped decode_payload and the
+    message was dead-lettered as a handler error."""
+    assert decode_payload(raw) is raw
+
+
+def test_nesting_within_the_limit_still_decodes():
+    assert decode_payload(b"[" * 500 + b"]" * 500) == json.loads(b"[" * 500 + b"]" * 500)
 
 
 json_values = st.recursive(
