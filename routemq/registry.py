@@ -66,9 +66,18 @@ def _module_file(finder: object, name: str, ispkg: bool) -> str:
     return os.path.join(base, "__init__.py") if ispkg else base + ".py"
 
 
+# What importing application code may raise. SystemExit and KeyboardInterrupt too: a router
+# module that calls sys.exit(0) at import would otherwise end the worker with status 0, so
+# systemd would not restart it and nothing would say why.
+IMPORT_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def _import_error(what: str, exc: BaseException) -> RegistryError:
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+    if isinstance(exc, SystemExit):
+        return RegistryError(f"cannot import {what}: it called sys.exit({exc.code!r}) while "
+                             f"being imported{where}")
     return RegistryError(f"cannot import {what}: {type(exc).__name__}: {exc}{where}")
 
 
@@ -96,7 +105,7 @@ class RouterRegistry:
                     f"(expected {os.path.join(self.app_root, *self.router_directory.split('.'))}"
                     f"/__init__.py)") from exc
             raise _import_error(f"router package {self.router_directory!r}", exc) from exc
-        except Exception as exc:
+        except IMPORT_FAILURES as exc:
             raise _import_error(f"router package {self.router_directory!r}", exc) from exc
 
         where = list(getattr(package, "__path__", [])) or [package.__file__ or ""]
@@ -108,10 +117,18 @@ class RouterRegistry:
             self._merge(main, package.router, self.router_directory)
         if not hasattr(package, "__path__"):
             return main  # a single router module rather than a package
-        found = {name: _module_file(finder, name, ispkg) for finder, name, ispkg in
-                 pkgutil.walk_packages(package.__path__, prefix=self.router_directory + ".",
-                                       onerror=self._walk_error)
-                 if not name.rsplit(".", 1)[-1].startswith("_")}
+        found: dict[str, str] = {}
+        walk = pkgutil.walk_packages(package.__path__, prefix=self.router_directory + ".",
+                                     onerror=self._walk_error)
+        try:
+            for finder, name, ispkg in walk:  # imports each subpackage to look inside it
+                if not name.rsplit(".", 1)[-1].startswith("_"):
+                    found[name] = _module_file(finder, name, ispkg)
+        except RegistryError:
+            raise
+        except IMPORT_FAILURES as exc:  # walk_packages lets SystemExit through onerror
+            raise _import_error(f"a router subpackage of {self.router_directory!r}",
+                                exc) from exc
         for name in sorted(found):
             self._load(main, name, found[name])
         log.info("loaded %d routes from %d router modules of %s",
@@ -127,7 +144,7 @@ class RouterRegistry:
     def _load(self, main: Router, name: str, path: str) -> None:
         try:
             module = importlib.import_module(name)
-        except Exception as exc:
+        except IMPORT_FAILURES as exc:
             raise _import_error(f"router module {path}", exc) from exc
         router = getattr(module, "router", None)
         if router is None:

@@ -102,6 +102,23 @@ def test_syntax_error_names_the_file(project):
         load_router("app.routers", project)
 
 
+@pytest.mark.parametrize("where", ["app/routers/quits.py", "app/routers/sub/__init__.py",
+                                   "app/routers/__init__.py"])
+@pytest.mark.parametrize("code, shown", [
+    ("import sys\nsys.exit(0)\n", "it called sys.exit(0) while being imported"),
+    ("raise SystemExit('bye')\n", "it called sys.exit('bye') while being imported"),
+    ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+])
+def test_module_that_exits_at_import_is_an_error_naming_it(project, where, code, shown):
+    """sys.exit(0) in a router module made the worker exit 0 silently (no restart, no why)."""
+    write(project, where, code)
+    with pytest.raises(RegistryError) as err:
+        load_router("app.routers", project)
+    msg = str(err.value)
+    assert shown in msg and f"{os.path.join(project, where)}:" in msg, msg
+    assert "\n" not in msg
+
+
 def test_invalid_route_in_module_is_an_error(project):
     write(project, "app/routers/badroute.py", """
         from routemq.router import Router
