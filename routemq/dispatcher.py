@@ -153,6 +153,11 @@ class Dispatcher:
     def queued(self) -> int:
         return self._waiting
 
+    @property
+    def idle(self) -> bool:
+        """Nothing running and nothing waiting for a handler."""
+        return self._idle.is_set()
+
     def submit(self, delivery: Any) -> None:
         """Accept one delivery (call on the loop's thread)."""
         self.metrics.received += 1
@@ -348,3 +353,16 @@ def dead_letter_record(route: Route, delivery: Any, error: str,
 
 def dead_letter_payload(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode()
+
+
+def dead_letter_publisher(client: Any, topic: str, sender: str
+                          ) -> Callable[[dict[str, Any]], None] | None:
+    """The Dispatcher's `dead_letter` callback: publish each record at QoS 1 to `topic`,
+    naming the `sender` (client id); None when no dead-letter topic is configured."""
+    if not topic:
+        return None
+
+    def publish(record: dict[str, Any]) -> None:
+        record["worker"] = sender
+        client.publish(topic, dead_letter_payload(record), qos=1)
+    return publish

@@ -11,7 +11,9 @@ them, tick by tick:
   so a crash must not move its routes);
 - a configured member that never wrote a file within `join_grace`: it is not running at all,
   so its routes go to the instances that are;
-- a member whose file stayed stale for `dead_after`: nobody restarted it; same.
+- a member whose file stayed stale for `dead_after`: nobody restarted it; same; and sooner,
+  after `gone_after`, when its process no longer exists (a crash that systemd or the process
+  back end would have restarted within seconds: the unit failed, or the back end gave up).
 
     >>> m = Membership([1, 2], now=0.0)
     >>> m.observe(1.0, {1: Health(1, "running", 1.0), 3: Health(3, "joining", 1.0)})
@@ -34,22 +36,32 @@ from routemq.plan import Plan
 FRESH = 5.0         # a health file younger than this comes from a live worker
 JOIN_GRACE = 30.0   # seconds a configured instance may take to write its first health file
 DEAD_AFTER = 60.0   # seconds of silence after which a member is given up
+GONE_AFTER = 20.0   # the same when its process is gone (not restarted within RestartSec)
 
 
 @dataclass(frozen=True)
 class Health:
-    """What the master needs from one health file."""
+    """What the master needs from one health file (and whether its process still exists)."""
 
     instance: int
     state: str
     updated_at: float
     plan_version: int | None = None
+    pid: int | None = None
+    process_gone: bool = False  # the master checked: the file's pid no longer exists
 
     @classmethod
-    def from_doc(cls, instance: int, doc: Mapping[str, Any]) -> Health:
-        version = doc.get("plan_version")
-        return cls(instance, str(doc.get("state", "?")), float(doc.get("updated_at", 0.0)),
-                   version if isinstance(version, int) else None)
+    def from_doc(cls, instance: int, doc: Mapping[str, Any], process_gone: bool = False
+                 ) -> Health:
+        """From a health document as read by fleet.read_health_dir; a key of the wrong
+        type counts as absent (a file with no usable updated_at is never fresh)."""
+        def typed(key: str, kind: type | tuple[type, ...]) -> Any:
+            value = doc.get(key)
+            return value if isinstance(value, kind) and not isinstance(value, bool) else None
+        updated = typed("updated_at", (int, float))
+        return cls(instance, str(doc.get("state", "?")),
+                   float(updated) if updated is not None else 0.0,
+                   typed("plan_version", int), typed("pid", int), process_gone)
 
     def fresh(self, now: float, fresh: float = FRESH) -> bool:
         return now - self.updated_at <= fresh
@@ -63,9 +75,11 @@ class Membership:
     """The set of planned instances, updated from health files (see the module docstring)."""
 
     def __init__(self, configured: Iterable[int], now: float, *, fresh: float = FRESH,
-                 join_grace: float = JOIN_GRACE, dead_after: float = DEAD_AFTER) -> None:
+                 join_grace: float = JOIN_GRACE, dead_after: float = DEAD_AFTER,
+                 gone_after: float = GONE_AFTER) -> None:
         self.members: set[int] = set()
         self.fresh, self.join_grace, self.dead_after = fresh, join_grace, dead_after
+        self.gone_after = gone_after
         self._since: dict[int, float] = {}     # member -> when it was added
         self._seen: set[int] = set()           # members whose health file appeared
         for i in configured:
@@ -99,7 +113,8 @@ class Membership:
                 # Seen before and now gone: a clean stop. Never seen: not started (yet).
                 reason = i in self._seen or now - self._since[i] > self.join_grace
             else:
-                reason = now - max(h.updated_at, self._since[i]) > self.dead_after
+                silent = now - max(h.updated_at, self._since[i])
+                reason = silent > (self.gone_after if h.process_gone else self.dead_after)
             if reason:
                 self.discard(i)
                 left.add(i)
@@ -134,3 +149,44 @@ def gains(current: Plan, target: Plan) -> dict[int, set[str]]:
         if new:
             result[i] = new
     return result
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a stopping worker lets go of: `filters` to unsubscribe, and whether its broker
+    session may end once it has handled what was queued there."""
+
+    filters: tuple[str, ...]
+    end_session: bool
+
+
+def release_on_stop(subscribed: Mapping[str, str], instance: int, plan: Plan | None, *,
+                    standalone: bool) -> Release:
+    """What a stopping worker holding `subscribed` (route key -> filter) unsubscribes.
+
+    - Standalone (no master): its shared filters, so the broker gives its share to the other
+      members; its plain ones stay in its session (every subscriber of a plain filter gets
+      every message: nothing is missed, what is queued is handled at the next start).
+    - Planned out by the master (`plan` no longer lists it): every route the plan gives to
+      another instance, which the master only does once that instance has subscribed. A
+      route nobody else holds (the whole fleet stopping) stays subscribed, so the session
+      keeps collecting its messages for the next start. Nothing kept: the session may end.
+    - Still planned (`plan` None: the master did not move it in time): nothing; the master
+      drains the session once it plans the instance out.
+
+        >>> subs = {"shared:a": "$share/g/a", "single:b": "b"}
+        >>> release_on_stop(subs, 1, None, standalone=True)
+        Release(filters=('$share/g/a',), end_session=False)
+        >>> release_on_stop(subs, 1, Plan({2: ("shared:a", "single:b")}), standalone=False)
+        Release(filters=('$share/g/a', 'b'), end_session=True)
+        >>> release_on_stop(subs, 1, Plan({}), standalone=False)
+        Release(filters=(), end_session=False)
+    """
+    if standalone:
+        return Release(tuple(sorted(f for k, f in subscribed.items()
+                                    if k.startswith("shared:"))), False)
+    if plan is None or instance in plan.assignments:
+        return Release((), False)
+    held_elsewhere = {k: f for k, f in subscribed.items() if plan.owners(k)}
+    return Release(tuple(sorted(held_elsewhere.values())),
+                   len(held_elsewhere) == len(subscribed))

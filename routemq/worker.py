@@ -27,19 +27,22 @@ import logging
 import os
 import resource
 import signal
-import socket
+import sys
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Coroutine
 
-from routemq.dispatcher import Dispatcher, dead_letter_payload
+from routemq.dispatcher import CANCEL_GRACE, Dispatcher, dead_letter_publisher
+from routemq.membership import Release, release_on_stop
 from routemq.metrics import WorkerMetrics
-from routemq.mqtt import ConnectOptions, Message, MqttClient
+from routemq.mqtt import Message, MqttClient
 from routemq.notify import Notifier
 from routemq.plan import Plan, PlanRoute, compute_plan, resolve_worker_count
 from routemq.registry import load_router
 from routemq.router import Route, Router
 from routemq.runtime import RuntimePaths, read_plan, running_master, write_json_atomic
+from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
+                             until_quiet)
 from routemq.topics import filters_overlap
 
 log = logging.getLogger("routemq.worker")
@@ -51,11 +54,6 @@ UNSUBACK_WAIT = 5.0
 
 class WorkerError(Exception):
     """A fatal condition with a one-line explanation (bad plan, refused subscription)."""
-
-
-def client_id(prefix: str, instance: int, hostname: str | None = None) -> str:
-    """Stable per host and instance, so a restarted worker resumes its broker session."""
-    return f"{prefix}-{hostname or socket.gethostname()}-{instance}"
 
 
 def subscription_qos(route: Route) -> int:
@@ -90,11 +88,12 @@ class Worker:
         # Subscription identifier of each route: its position in the application. The map
         # covers every route, not only the held ones, so a delivery that arrives just after
         # its route moved to another instance still names its route exactly.
-        self.route_ids = {route.key: i + 1 for i, route in enumerate(self.router.routes)}
-        self.by_sub_id = {i + 1: route for i, route in enumerate(self.router.routes)}
+        self.by_sub_id = routes_by_id(self.router)
+        self.route_ids = {route.key: i for i, route in self.by_sub_id.items()}
         self.held: list[Route] = []
         self.subscribed: dict[str, tuple[str, int, int]] = {}  # route key -> entry
         self._inbox: deque[Message] = deque()
+        self._last_delivery = 0.0  # monotonic time of the latest delivery
         self._wake_scheduled = False
         self._pending_subacks: set[int] = set()
         self._pending_unsubacks: dict[int, asyncio.Event] = {}
@@ -106,7 +105,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._fail: WorkerError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.client = MqttClient(self._connect_options(), manual_ack=True,
+        self.client = MqttClient(connect_options(config, self.client_id), manual_ack=True,
                                  on_connect=self._cb(self._on_connect),
                                  on_connect_failed=self._cb(self._on_connect_failed),
                                  on_disconnect=self._cb(self._on_disconnect),
@@ -118,26 +117,12 @@ class Worker:
             self.router, client=self.client, ack=self._ack,
             max_inflight=config.max_inflight, handler_timeout=config.handler_timeout,
             max_payload_bytes=config.max_payload_bytes, metrics=self.metrics,
-            dead_letter=self._dead_letter if config.dead_letter_topic else None)
-
-    def _connect_options(self) -> ConnectOptions:
-        c = self.config
-        return ConnectOptions(
-            host=c.mqtt_broker or "localhost", port=c.mqtt_port, client_id=self.client_id,
-            protocol=c.mqtt_protocol, keepalive=c.keepalive, persistent=True,
-            session_expiry=c.session_expiry, username=c.mqtt_username or None,
-            password=c.password, tls=bool(c.tls or c.tls_ca_file),
-            tls_ca_file=c.tls_ca_file or None, tls_cert_file=c.tls_cert_file or None,
-            tls_key_file=c.tls_key_file or None, tls_insecure=bool(c.tls_insecure),
-            receive_maximum=c.max_inflight)
+            dead_letter=dead_letter_publisher(self.client, config.dead_letter_topic,
+                                              self.client_id))
 
     # --- the plan ------------------------------------------------------------------------
-    def load_plan(self, wait: float = 0.0) -> list[Route]:
-        """The routes of this instance: from the master's plan file, or computed alone.
-
-        With a master, a new instance is not in the plan yet: its health file ("joining")
-        tells the master, which adds it within a tick; `wait` bounds how long that may take.
-        """
+    def load_plan(self) -> list[Route]:
+        """The routes of this instance: from the master's plan file, or computed alone."""
         if not os.path.exists(self.paths.plan):
             plan = standalone_plan(self.router, self.config.worker_count)
             if self.instance not in plan.assignments:
@@ -146,17 +131,28 @@ class Worker:
                     f"{self.paths.plan} and workers = {len(plan.assignments)} "
                     f"(worker_count = {self.config.worker_count})")
             return self._routes_of(plan)
+        self._plan_mtime = _mtime(self.paths.plan)
+        plan = read_plan(self.paths.plan)
+        if plan is None or self.instance not in plan.assignments:
+            raise WorkerError(f"instance {self.instance} is not in the plan {self.paths.plan}")
+        return self._routes_of(plan)
+
+    async def wait_for_plan(self, wait: float) -> list[Route]:
+        """load_plan, retried for up to `wait` seconds: a new instance is not in the
+        master's plan yet; its health file ("joining") tells the master, which adds it
+        within a tick. The loop keeps running meanwhile (watchdog, signals)."""
         deadline = time.monotonic() + wait
         while True:
-            self._plan_mtime = _mtime(self.paths.plan)
-            plan = read_plan(self.paths.plan)
-            if plan is not None and self.instance in plan.assignments:
-                return self._routes_of(plan)
-            if time.monotonic() >= deadline:
-                raise WorkerError(f"instance {self.instance} is not in the plan "
-                                  f"{self.paths.plan}" + (f" after waiting {wait:.0f}s; is "
-                                  "routemq-master running?" if wait else ""))
-            time.sleep(0.2)
+            try:
+                return self.load_plan()
+            except WorkerError as exc:
+                if not os.path.exists(self.paths.plan):
+                    raise  # standalone: waiting cannot put this instance in the plan
+                if time.monotonic() >= deadline:
+                    raise WorkerError(f"{exc} after waiting {wait:.0f}s; is routemq-master "
+                                      "running?") from None
+            self.notifier.watchdog()
+            await asyncio.sleep(0.2)
 
     def _routes_of(self, plan: Plan) -> list[Route]:
         self._loaded_generation = plan.generation
@@ -179,12 +175,7 @@ class Worker:
 
     # --- paho -> loop ---------------------------------------------------------------------
     def _cb(self, fn: Any) -> Any:
-        """Run a paho callback as its own loop callback, never inside paho's packet handling
-        (thread-safe, so it also holds if paho runs in its own thread)."""
-        def call(*args: Any) -> None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(fn, *args)
-        return call
+        return on_loop(lambda: self._loop, fn)
 
     def _on_message(self, msg: Message) -> None:  # inside paho's packet handling
         self._inbox.append(msg)
@@ -194,6 +185,7 @@ class Worker:
 
     def _pump(self) -> None:
         self._wake_scheduled = False  # before draining: a later append schedules again
+        self._last_delivery = time.monotonic()
         inbox, submit = self._inbox, self.dispatcher.submit
         while inbox:
             msg = inbox.popleft()
@@ -203,10 +195,6 @@ class Worker:
 
     def _ack(self, msg: Message) -> None:
         self.client.ack(msg.mid, msg.qos, msg.generation)
-
-    def _dead_letter(self, record: dict[str, Any]) -> None:
-        record["worker"] = self.client_id
-        self.client.publish(self.config.dead_letter_topic, dead_letter_payload(record), qos=1)
 
     # --- connection events (on the loop) -------------------------------------------------
     def _on_connect(self, session_present: bool, reason: int) -> None:
@@ -368,7 +356,7 @@ class Worker:
         if os.path.exists(self.paths.plan):  # a master plans: tell it we are here
             self.state = "joining"
             self.write_health(self.health())
-        self.held = self.load_plan(wait=PLAN_WAIT)
+        self.held = await self.wait_for_plan(PLAN_WAIT)
         self.dispatcher.hold(self.held, self.by_sub_id)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop.set)
@@ -398,11 +386,17 @@ class Worker:
     def _master_running(self) -> bool:
         return running_master(self.paths, time.time()) is not None
 
-    async def hand_over(self) -> None:
+    async def hand_over(self) -> tuple[bool, Plan | None]:
         """Before letting go, wait until the master has moved our routes to instances that
-        hold them (make before break), so a route that is not shared has no gap."""
+        hold them (make before break), so a route that is not shared has no gap.
+
+        Returns (standalone, plan): standalone when no master runs here; `plan` is the
+        master's plan once it no longer lists this instance, None if that did not happen
+        within HANDOVER_WAIT (then this instance keeps its subscriptions and session; the
+        master drains the session once it has planned the instance out).
+        """
         if not self._master_running():
-            return
+            return True, None
         self.state = "stopping"
         self.notifier.stopping("waiting for the master to move this instance's routes")
         deadline = time.monotonic() + HANDOVER_WAIT
@@ -410,41 +404,64 @@ class Worker:
             self.write_health(self.health())
             self.notifier.watchdog()
             plan = read_plan(self.paths.plan)
-            if plan is None or self.instance not in plan.assignments \
-                    or not self._master_running():
-                return
+            if plan is not None and self.instance not in plan.assignments:
+                return False, plan
+            if not self._master_running():
+                return True, None  # the master stopped first (`routemq run` stopping)
             await asyncio.sleep(0.2)
-        log.warning("the master did not move this instance's routes within %.0fs",
-                    HANDOVER_WAIT)
+        log.warning("the master did not move this instance's routes within %.0fs; keeping "
+                    "its subscriptions in its broker session", HANDOVER_WAIT)
+        return False, None
 
     async def shutdown(self) -> None:
-        """Hand over, drain and disconnect (see the module docstring for the order)."""
+        """Hand over, release what others now hold, drain and disconnect; end the broker
+        session when nothing is left in it (see the module docstring for the order)."""
+        standalone, plan = True, None
         if self._ready_sent and self._fail is None:
-            await self.hand_over()
+            standalone, plan = await self.hand_over()
+        release = release_on_stop({k: e[0] for k, e in self.subscribed.items()},
+                                  self.instance, plan, standalone=standalone)
         self.state = "draining"
         self.notifier.stopping(f"draining {self.dispatcher.inflight} in-flight messages")
-        shared = [e[0] for k, e in self.subscribed.items() if k.startswith("shared:")]
-        if shared and self.client.connected:
-            event = self._unsubscribe(shared)
+        if release.filters and self.client.connected:
+            event = self._unsubscribe(list(release.filters))
             try:
                 await asyncio.wait_for(event.wait(), UNSUBACK_WAIT)
             except TimeoutError:
                 log.warning("no UNSUBACK within %.0fs", UNSUBACK_WAIT)
-        self._pump()  # everything received before the UNSUBACK is ours to finish
-        self._accepting = False
-        drained = await self.dispatcher.drain(self.config.drain_timeout)
+        drained = await self._drain(release)
         if not drained:
             log.warning("drain timeout (%.0fs): %d messages left unacknowledged for the next "
                         "start", self.config.drain_timeout,
                         self.dispatcher.inflight + self.dispatcher.queued)
             await self.dispatcher.cancel()
         await asyncio.to_thread(self.client.disconnect)
+        if release.end_session and drained:
+            # Planned out and empty: a session left behind would go on collecting messages
+            # of the plain routes for an instance that may never come back.
+            if await asyncio.to_thread(end_session, self.client.options):
+                log.info("broker session %s ended", self.client_id)
         try:
             os.unlink(self.paths.health(self.instance))
         except FileNotFoundError:
             pass
         log.info("worker %d stopped: processed %d, errors %d", self.instance,
                  self.metrics.processed, self.metrics.errors)
+
+    async def _drain(self, release: Release) -> bool:
+        """Finish what was received. A session about to end must also hand over what the
+        broker had queued for it and still delivers after the UNSUBACK: keep accepting until
+        quiet. Otherwise what arrives from now on stays in the session for the next start."""
+        timeout = self.config.drain_timeout
+        if release.end_session:
+            quiet = await until_quiet(
+                lambda: self.dispatcher.idle and not self._inbox,
+                lambda: self._last_delivery, timeout)
+            self._accepting = False
+            return quiet or await self.dispatcher.drain(0)
+        self._pump()  # everything received before the UNSUBACK is ours to finish
+        self._accepting = False
+        return await self.dispatcher.drain(timeout)
 
 
 def _mtime(path: str) -> float:
@@ -462,11 +479,48 @@ def _rss_bytes() -> int:
         return 0
 
 
-def run_worker(config: Any, instance: int, router: Router | None = None) -> int:
-    """Entry point of `routemq worker`: 0 on a clean stop, 1 on a fatal error."""
+def run_worker(config: Any, instance: int, router: Router | None = None,
+               drain: bool = False) -> int:
+    """Entry point of `routemq worker`: 0 on a clean stop, 1 on a fatal error.
+
+    With `drain`, the drainer of a planned-out instance's session instead (routemq.drain).
+    """
     try:
-        worker = Worker(config, instance, router)
-        return asyncio.run(worker.run())
+        if drain:
+            from routemq.drain import SessionDrainer
+            app = router or load_router(config.router_directory, config.app_root)
+            return run_bounded(SessionDrainer(config, instance, app).run())
+        return run_bounded(Worker(config, instance, router).run())
     except WorkerError as exc:
         log.error("worker %d: %s", instance, exc)
         return 1
+
+
+def run_bounded(main: Coroutine[Any, Any, int]) -> int:
+    """asyncio.run(main), except that it gives up on tasks still running after `main` ended.
+
+    asyncio.run cancels what is left and waits for it without a limit, so one handler that
+    swallows its cancellation would keep a stopping worker alive forever. Here the leftovers
+    get CANCEL_GRACE seconds; then the process exits without them (their messages were never
+    acknowledged: the broker delivers them again).
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        code = loop.run_until_complete(main)
+        left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=CANCEL_GRACE))
+        if any(not t.done() for t in left):
+            log.error("exiting with handlers still running: they ignored cancellation")
+            logging.shutdown()  # flush the log before leaving without cleanup
+            sys.stdout.flush()
+            os._exit(code)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        return code
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()

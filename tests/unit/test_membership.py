@@ -1,5 +1,9 @@
 """Membership from health files, and make-before-break hand-over plans (pure)."""
-from routemq.membership import Health, Membership, gains, overlap
+import doctest
+
+from routemq import membership
+from routemq.membership import (Health, Membership, Release, gains, overlap,
+                                release_on_stop)
 from routemq.plan import Plan
 
 
@@ -56,8 +60,33 @@ def test_added_members_get_their_grace_from_when_they_were_added():
 
 def test_health_from_a_document():
     doc = {"state": "running", "updated_at": 5.5, "plan_version": 3, "pid": 1}
-    assert Health.from_doc(4, doc) == Health(4, "running", 5.5, 3)
+    assert Health.from_doc(4, doc) == Health(4, "running", 5.5, 3, pid=1)
     assert Health.from_doc(4, {}) == Health(4, "?", 0.0, None)
+    # wrong types count as absent, never as a crash (a tampered or corrupt file)
+    bad = {"state": "running", "updated_at": "soon", "plan_version": True, "pid": "1"}
+    assert Health.from_doc(4, bad) == Health(4, "running", 0.0, None)
+
+
+def test_a_member_whose_process_is_gone_leaves_sooner_than_a_silent_one():
+    m = Membership([1, 2], now=0.0, dead_after=60, gone_after=20)
+    m.observe(1.0, {1: Health(1, "running", 1.0), 2: Health(2, "running", 1.0)})
+    stale = {1: Health(1, "running", 1.0, pid=7),                       # hung or stopped
+             2: Health(2, "running", 1.0, pid=8, process_gone=True)}    # dead, not restarted
+    assert m.observe(20.0, stale) == (set(), set())
+    assert m.observe(22.0, stale) == (set(), {2})
+    assert m.observe(62.0, stale) == (set(), {1})
+
+
+def test_release_on_stop_keeps_what_nobody_else_holds():
+    subs = {"shared:a": "$share/g/a", "shared:b": "$share/g/b", "single:c": "c"}
+    # the master moved a and c; b has no other owner (all of the fleet is stopping)
+    plan = Plan({2: ("shared:a", "single:c")})
+    release = release_on_stop(subs, 1, plan, standalone=False)
+    assert release.filters == ("$share/g/a", "c") and not release.end_session
+    # still in the plan (the master did not move it in time): keep everything
+    assert release_on_stop(subs, 1, Plan({1: ("shared:a",)}), standalone=False) == \
+        Release((), False)
+    assert release_on_stop({}, 1, Plan({2: ()}), standalone=False) == Release((), True)
 
 
 def test_overlap_keeps_old_routes_on_live_instances_only():
@@ -77,3 +106,7 @@ def test_overlap_of_a_stopping_instance_keeps_it_until_the_final_plan():
 def test_gains_are_what_each_instance_must_subscribe_to():
     assert gains(Plan({1: ("a", "b")}), Plan({1: ("a",), 2: ("b",)})) == {2: {"b"}}
     assert gains(Plan({1: ("a",)}), Plan({1: ("a",)})) == {}
+
+
+def test_the_docstring_examples_hold():
+    assert doctest.testmod(membership).failed == 0

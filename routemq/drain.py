@@ -1,0 +1,118 @@
+"""The drainer (`routemq worker --instance N --drain`): empties and ends the broker session of
+an instance that left the plan while its process was gone.
+
+An instance that crashed and was not restarted (its unit failed; the back end gave up) keeps a
+persistent session at the broker, and the broker goes on queueing a share of every shared
+route it had subscribed, for nobody. Once the master has planned the instance out (its routes
+are held by the others), it starts this drainer, which:
+
+1. takes the instance's lock, so it never runs beside a worker of that number (if one runs,
+   there is nothing to drain: exit EXIT_BUSY);
+2. connects with the instance's client id, resuming its session (no session: nothing to do);
+3. unsubscribes every filter of the application, so nothing more is queued there;
+4. handles what the session delivers exactly as a worker would (same dispatcher: handler,
+   then PUBACK; at-least-once), until nothing arrived for session.QUIET seconds;
+5. ends the session and exits 0. If it cannot finish within `timeout`, it leaves the rest
+   unacknowledged in the session (exit 1) and the master tries again.
+
+It writes no health file (it is not a member of the plan) and sends no sd_notify messages.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from routemq.dispatcher import Dispatcher, dead_letter_publisher
+from routemq.metrics import WorkerMetrics
+from routemq.mqtt import Message, MqttClient
+from routemq.router import Router
+from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
+                             until_quiet)
+
+log = logging.getLogger("routemq.drain")
+
+EXIT_DRAINED, EXIT_FAILED, EXIT_BUSY = 0, 1, 75  # 75: EX_TEMPFAIL, try again later
+CONNECT_WAIT = 30.0
+UNSUBACK_WAIT = 5.0
+DRAIN_LIMIT = 300.0  # seconds to hand over what a session holds before giving up for now
+
+
+class SessionDrainer:
+    def __init__(self, config: Any, instance: int, router: Router) -> None:
+        self.config, self.instance, self.router = config, instance, router
+        self.client_id = client_id(config.client_id_prefix, instance)
+        self.metrics = WorkerMetrics()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connected = asyncio.Event()
+        self.unsubscribed = asyncio.Event()
+        self.session_present = False
+        self.last_delivery = 0.0
+        self.client = MqttClient(
+            connect_options(config, self.client_id), manual_ack=True,
+            on_connect=on_loop(lambda: self.loop, self._on_connect),
+            on_connect_failed=on_loop(lambda: self.loop, self._on_connect_failed),
+            on_message=self._on_message,
+            on_unsubscribe=on_loop(lambda: self.loop, lambda mid: self.unsubscribed.set()))
+        self.dispatcher = Dispatcher(
+            router, client=self.client, ack=self._ack, max_inflight=config.max_inflight,
+            handler_timeout=config.handler_timeout, max_payload_bytes=config.max_payload_bytes,
+            metrics=self.metrics,
+            dead_letter=dead_letter_publisher(self.client, config.dead_letter_topic,
+                                              self.client_id))
+        self.dispatcher.hold(router.routes, routes_by_id(router))
+
+    def _on_connect(self, session_present: bool, reason: int) -> None:
+        self.session_present = session_present
+        self.connected.set()
+
+    def _on_connect_failed(self, reason: str) -> None:
+        log.warning("draining instance %d: %s; retrying", self.instance, reason)
+
+    def _on_message(self, msg: Message) -> None:  # inside paho's packet handling
+        self.last_delivery = time.monotonic()
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.dispatcher.submit, msg)
+
+    def _ack(self, msg: Message) -> None:
+        self.client.ack(msg.mid, msg.qos, msg.generation)
+
+    def filters(self) -> list[str]:
+        """Every filter an instance of this application may have subscribed."""
+        group = self.config.mqtt_group_name
+        return sorted({r.get_subscription_topic(group) for r in self.router.routes})
+
+    async def run(self, timeout: float = DRAIN_LIMIT) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.client.connect_async()
+        self.client.loop_start()
+        try:
+            await asyncio.wait_for(self.connected.wait(), CONNECT_WAIT)
+        except TimeoutError:
+            log.error("draining instance %d: no connection to %s within %.0fs", self.instance,
+                      self.client.options.url, CONNECT_WAIT)
+            await asyncio.to_thread(self.client.disconnect)
+            return EXIT_FAILED
+        drained = True
+        if self.session_present:
+            log.info("draining the broker session %s", self.client_id)
+            self.client.unsubscribe(self.filters())
+            try:
+                await asyncio.wait_for(self.unsubscribed.wait(), UNSUBACK_WAIT)
+            except TimeoutError:
+                log.warning("no UNSUBACK within %.0fs", UNSUBACK_WAIT)
+            drained = await until_quiet(lambda: self.dispatcher.idle,
+                                        lambda: self.last_delivery, timeout)
+            if not drained:
+                await self.dispatcher.cancel()
+        await asyncio.to_thread(self.client.disconnect)
+        if not drained:
+            log.error("session %s not drained within %.0fs: %d handled, the rest stays "
+                      "queued", self.client_id, timeout, self.metrics.processed)
+            return EXIT_FAILED
+        ended = await asyncio.to_thread(end_session, self.client.options)
+        log.info("broker session %s %s: %d messages handled, %d errors", self.client_id,
+                 "ended" if ended else "drained (ending it failed)",
+                 self.metrics.processed, self.metrics.errors)
+        return EXIT_DRAINED if ended else EXIT_FAILED
