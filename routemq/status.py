@@ -10,8 +10,19 @@ max(3 x health_interval, 5 s); under systemd its unit must also be active. A pla
 with no health file is "missing"; a crashed worker leaves a stale file ("dead" when its pid is
 gone, "stale" when the pid exists but the file is old: hung, or the pid was reused).
 
-Overall health, as the seed computes it: the share of planned instances alive; healthy at
-90 % or more, degraded at 70 % or more, else unhealthy (and unhealthy when nothing is planned).
+Who is healthy: an alive worker, connected to the broker, in state "running" (or still
+starting, "joining" / "subscribing", for at most STARTUP_GRACE seconds).
+
+Overall health is what an operator means, and ``health["reasons"]`` says why it is not:
+- unhealthy: no worker connected to the broker; a route that no alive, connected worker
+  holds; a master that is expected (master.json, plan.json or worker units exist) but not
+  running; a planned-out instance whose broker session is not drained yet (master.json
+  "sessions": its queued messages reach nobody); fewer than 70 % of the planned instances
+  healthy (the seed's threshold); nothing planned at all;
+- degraded: otherwise, any planned instance that is not healthy;
+- healthy: none of the above.
+The seed's 90 % line (``overall_health``) stays as its share figure, but one unhealthy
+planned instance is a reason, so "healthy" needs all of them.
 
 Two figures are derived, not measured, because one snapshot has no history:
 - cpu_percent is the average since the worker started: cpu_seconds / uptime x 100;
@@ -28,6 +39,15 @@ from routemq.fleet import Snapshot, UnitState
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 # `routemq status` exit codes; 3 as systemctl's "unit not active", 2 stays a config error.
 EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 3}
+SEVERITY = (HEALTHY, DEGRADED, UNHEALTHY)  # worst last
+# A worker waits up to 15 s for a plan naming it (worker.PLAN_WAIT), then connects and
+# subscribes: that long it is starting, not failing. Under systemd (Type=notify) the unit is
+# "activating/start" until READY=1, then "starting" until the new process's health file.
+STARTING_STATES = ("starting", "joining", "subscribing", "activating/start")
+STARTUP_GRACE = 30.0
+NOT_ALIVE = {"missing": "no health file", "dead": "pid {pid} is gone",
+             "stale": "health file not updated for {health_age_s}s",
+             "unreadable": "its health file cannot be used"}
 
 
 def freshness_limit(health_interval: float) -> float:
@@ -35,15 +55,15 @@ def freshness_limit(health_interval: float) -> float:
     return max(3 * health_interval, 5.0)
 
 
-def overall_health(alive: int, planned: int) -> dict[str, Any]:
-    """The seed's _get_health_status, with its keys.
+def overall_health(healthy: int, planned: int) -> dict[str, Any]:
+    """The seed's _get_health_status, with its keys: the share of planned instances healthy.
 
         >>> overall_health(3, 4)["status"], overall_health(9, 10)["status"]
         ('degraded', 'healthy')
     """
-    percentage = alive / planned * 100 if planned else 0.0
+    percentage = healthy / planned * 100 if planned else 0.0
     status = HEALTHY if percentage >= 90 else DEGRADED if percentage >= 70 else UNHEALTHY
-    return {"status": status, "healthy_workers": alive, "total_workers": planned,
+    return {"status": status, "healthy_workers": healthy, "total_workers": planned,
             "health_percentage": round(percentage, 1)}
 
 
@@ -78,6 +98,36 @@ def classify(health: Mapping[str, Any] | None, pid_alive: bool | None, unit: Uni
     return True, str(health.get("state", "unknown"))
 
 
+def instance_problem(row: Mapping[str, Any]) -> str | None:
+    """Why an instance (a dashboard row) does not serve its routes; None when it does, or
+    when it is still starting within STARTUP_GRACE.
+
+        >>> instance_problem({"instance": 2, "alive": True, "connected": False,
+        ...                   "state": "waiting for broker", "state_for_s": 40.0})
+        'instance 2 is not connected to the broker (waiting for broker)'
+        >>> instance_problem({"instance": 3, "alive": True, "connected": False,
+        ...                   "state": "joining", "state_for_s": 2.0}) is None
+        True
+    """
+    name, state = f"instance {row['instance']}", row["state"]
+    if state in STARTING_STATES:
+        since = row["state_for_s"]
+        if since is not None and since <= STARTUP_GRACE:
+            return None
+        return f"{name} is still {state}" + \
+            (f" after {_duration(since)}" if since is not None else "")
+    if not row["alive"]:
+        why = NOT_ALIVE.get(state)
+        return f"{name} is not alive: {state}" + (f" ({why.format(**row)})" if why else "")
+    if not row["connected"]:
+        return f"{name} is not connected to the broker ({state})"
+    if state == "stuck":
+        return f"{name} has a handler stuck past handler_timeout"
+    if state != "running":
+        return f"{name} is {state}, not running"
+    return None
+
+
 def _latency(routes: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """(count-weighted average, worst p99) over a health file's per-route figures, in ms."""
     total = weighted = 0.0
@@ -95,6 +145,27 @@ def _latency(routes: Mapping[str, Any]) -> tuple[float | None, float | None]:
 
 def _num(value: Any) -> float:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _number(value: Any) -> float | None:
+    """The value when it is a number (a bool is none), else None."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _state_for(health: Mapping[str, Any], state: str, unit: UnitState | None, snap: Snapshot,
+               now: float) -> float | None:
+    """Seconds in the current state, where it is known: the file's state_since when the
+    worker writes it; a starting state began when the process did (started_at, from the
+    unit's current process only), or when systemd saw it ready ("starting")."""
+    if unit is not None and state == "starting":
+        return round(snap.monotonic - unit.active_since, 1) \
+            if unit.active_since is not None else None
+    if unit is not None and (not unit.main_pid or health.get("pid") != unit.main_pid):
+        return None  # the file is an earlier process's
+    since = _number(health.get("state_since"))
+    if since is None and state in STARTING_STATES:
+        since = _number(health.get("started_at"))
+    return round(max(now - since, 0.0), 1) if since is not None else None
 
 
 def _restarts(instance: int, unit: UnitState | None, master: Mapping[str, Any] | None
@@ -125,10 +196,13 @@ def _worker_row(instance: int, planned: bool, health: Mapping[str, Any] | None, 
     routes = h.get("routes") if isinstance(h.get("routes"), Mapping) else {}
     avg, p99 = _latency(routes)
     rss = h.get("rss_bytes")
-    return {
+    row = {
         "instance": instance, "planned": planned, "pid": pid or None, "alive": alive,
-        "state": state, "restarts": _restarts(instance, unit, snap.master),
-        "connected": h.get("connected") if alive else False,
+        "state": state, "state_for_s": _state_for(h, state, unit, snap, now)
+        if alive or state in STARTING_STATES else None,
+        "restarts": _restarts(instance, unit, snap.master),
+        # Only a worker that says it is connected is: a missing or odd value is not.
+        "connected": alive and h.get("connected") is True,
         # A dead worker's last rate is history, not load.
         "rate": _num(h.get("rate")) if alive else 0.0,
         "received": h.get("received"), "processed": h.get("processed"),
@@ -153,6 +227,9 @@ def _worker_row(instance: int, planned: bool, health: Mapping[str, Any] | None, 
             if unit.active_since is not None else None},
         "routes": {k: dict(v) for k, v in routes.items() if isinstance(v, Mapping)},
     }
+    row["problem"] = instance_problem(row)
+    row["healthy"] = row["problem"] is None
+    return row
 
 
 def _planned_instances(snap: Snapshot) -> tuple[list[int], str | None]:
@@ -167,13 +244,16 @@ def _planned_instances(snap: Snapshot) -> tuple[list[int], str | None]:
 
 
 def _routes_section(snap: Snapshot, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each route: the instances planned for it and the alive ones holding it.
+    """Each route: the instances planned for it, the alive ones holding it and those of them
+    connected to the broker (``serving``).
 
     A mismatch is a disagreement between alive workers and the plan (an alive planned owner
     that does not hold the route, or a holder the plan does not name); a dead owner is not
-    one (the instance rows say it), but a route no alive worker holds is ``uncovered``.
+    one (the instance rows say it), but a route no alive, connected worker holds is
+    ``uncovered``: its messages reach nobody.
     """
     alive = {w["instance"] for w in workers if w["alive"]}
+    connected = {w["instance"] for w in workers if w["connected"]}
     holding: dict[str, list[int]] = {}
     for w in workers:
         if w["alive"]:
@@ -186,9 +266,11 @@ def _routes_section(snap: Snapshot, workers: list[dict[str, Any]]) -> list[dict[
         have = sorted(holding.get(key, []))
         missing = [i for i in want if i in alive and i not in have] if want is not None else []
         extra = [i for i in have if i not in want] if want is not None else []
+        serving = [i for i in have if i in connected]
         rows.append({"route": key, "shared": key.startswith("shared:"), "planned": want,
-                     "holding": have, "missing": missing, "unexpected": extra,
-                     "mismatch": bool(missing or extra), "uncovered": not have})
+                     "holding": have, "serving": serving, "missing": missing,
+                     "unexpected": extra, "mismatch": bool(missing or extra),
+                     "uncovered": not serving})
     return rows
 
 
@@ -196,64 +278,147 @@ def _master_section(snap: Snapshot, now: float) -> dict[str, Any] | None:
     m = snap.master
     if m is None:
         return None
-    updated, pid = m.get("updated_at"), m.get("pid")
-    fresh = isinstance(updated, (int, float)) and \
-        now - updated <= freshness_limit(snap.health_interval)
-    started = m.get("started_at")
+    updated, pid = _number(m.get("updated_at")), m.get("pid")
+    fresh = updated is not None and now - updated <= freshness_limit(snap.health_interval)
+    pid_alive = bool(pid and snap.pids.get(pid))
+    started = _number(m.get("started_at"))
     return {
-        "pid": pid, "alive": bool(pid and snap.pids.get(pid) and fresh),
+        "pid": pid, "alive": pid_alive and fresh,
+        # running; dead (pid gone); stale (pid there, master.json old: hung); unknown (no pid)
+        "state": "running" if pid_alive and fresh else "stale" if pid_alive
+        else "dead" if pid else "unknown",
         "hostname": m.get("hostname"), "group": m.get("group"), "backend": m.get("backend"),
         "plan_version": m.get("plan_version"), "instances": m.get("instances"),
-        "uptime_s": round(now - started, 1) if isinstance(started, (int, float)) else None,
-        "updated_age_s": round(now - updated, 1) if isinstance(updated, (int, float)) else None,
+        "uptime_s": round(now - started, 1) if started is not None else None,
+        "updated_age_s": round(now - updated, 1) if updated is not None else None,
         "autoscaler": m.get("autoscaler"),
         "handover": bool(m.get("handover")),  # a plan change is being applied
         "warnings": [w for w in m.get("warnings", []) if isinstance(w, str)],
     }
 
 
+def _master_expected(snap: Snapshot) -> str | None:
+    """Why a master should be running here, or None: only a master writes master.json and
+    plan.json, and worker units are started by routemq.target with routemq-master."""
+    if snap.master is not None:
+        return "master.json exists"
+    if snap.plan_source == "plan.json":
+        return "plan.json exists"
+    if snap.units:
+        return "routemq-worker@ units exist"
+    return None
+
+
+def _master_problem(master: Mapping[str, Any] | None, expected: str | None) -> str | None:
+    if expected is None or (master is not None and master["alive"]):
+        return None
+    if master is None:
+        return f"no master is running: {expected} but there is no master.json"
+    age = master["updated_age_s"]
+    updated = f"master.json last updated {age:.0f}s ago" if age is not None else \
+        "master.json has no update time"
+    if master["state"] == "unknown":
+        return f"the master's state is unknown: master.json has no pid ({updated})"
+    if master["state"] == "stale":
+        return f"master (pid {master['pid']}) is not responding: {updated}"
+    return f"master (pid {master['pid']}) is not running: {updated}"
+
+
+def _sessions_section(snap: Snapshot, now: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """master.json's "sessions": planned-out instances whose broker session still holds
+    their share (each one is a reason to be unhealthy). An entry that cannot be read is
+    still a session: only its details are unknown. Absent (older masters): none."""
+    raw = (snap.master or {}).get("sessions")
+    if raw is None:
+        return [], []
+    if not isinstance(raw, Mapping):
+        return [], ["master.json: sessions is not an object, ignored"]
+    rows = []
+    for key in sorted(raw, key=lambda k: (len(str(k)), str(k))):
+        entry = raw[key] if isinstance(raw[key], Mapping) else {}
+        since, state, detail = _number(entry.get("since")), entry.get("state"), \
+            entry.get("detail")
+        rows.append({
+            "instance": int(key) if str(key).isdigit() else str(key),
+            "state": state if isinstance(state, str) and state else "unknown",
+            "since": since, "age_s": round(max(now - since, 0.0), 1) if since is not None else None,
+            # One line, bounded: the text comes from a file, it goes to a terminal.
+            "detail": detail.splitlines()[0][:200] if isinstance(detail, str) and
+            detail.strip() else None})
+    return rows, []
+
+
+def _session_problem(session: Mapping[str, Any]) -> str:
+    """"instance 2 is out of the plan but its broker session has not been drained
+    (draining for 12s)"."""
+    how = session["state"] + (f" for {_duration(session['age_s'])}"
+                              if session["age_s"] is not None else "")
+    return (f"instance {session['instance']} is out of the plan but its broker session has "
+            f"not been drained ({how}" + (f": {session['detail']}" if session["detail"]
+                                           else "") + ")")
+
+
+def _route_problem(route: Mapping[str, Any]) -> str:
+    held = (f"; held by {_ids(route['holding'])}, not connected to the broker"
+            if route["holding"] else "")
+    return (f"route {route['route']} is held by no alive, connected worker (planned on "
+            f"{_ids(route['planned'])}{held})")
+
+
+def _health(workers: list[dict[str, Any]], routes: list[dict[str, Any]],
+            master_problem: str | None, sessions: list[dict[str, Any]]) -> dict[str, Any]:
+    """overall_health over the healthy share, then the rules: each reason of ``severe`` is
+    unhealthy whatever the share; a planned instance's own problem is at least degraded."""
+    planned = [w for w in workers if w["planned"]]
+    share = overall_health(sum(w["healthy"] for w in planned), len(planned))
+    severe = [master_problem] if master_problem else []
+    severe += [_session_problem(s) for s in sessions]
+    if not planned:
+        severe.append("no worker is planned or running")
+    elif not any(w["connected"] for w in workers):
+        severe.append("no worker is connected to the broker")
+    severe += [_route_problem(r) for r in routes if r["uncovered"]]
+    if planned and share["status"] == UNHEALTHY:
+        severe.append(f"only {share['healthy_workers']} of {share['total_workers']} planned "
+                      f"workers are healthy ({share['health_percentage']}%; unhealthy below "
+                      f"70%)")
+    minor = [w["problem"] for w in planned if w["problem"]]
+    status = UNHEALTHY if severe else DEGRADED if minor else HEALTHY
+    return {**share, "status": status, "reasons": severe + minor}
+
+
 def _warnings(snap: Snapshot, master: dict[str, Any] | None, workers: list[dict[str, Any]],
-              routes: list[dict[str, Any]]) -> list[str]:
-    out = list(snap.notes)
+              routes: list[dict[str, Any]], reasons: list[str], notes: list[str]) -> list[str]:
+    """Everything worth a look: the health reasons first, then what does not decide health
+    (unreadable files, plan warnings, instances outside the plan or starting, plan
+    versions, routes held elsewhere than planned)."""
+    out = list(reasons) + list(snap.notes) + notes
     if snap.plan is not None:
         out.extend(snap.plan.warnings)
     if master is not None:
-        if not master["alive"]:
-            age = master["updated_age_s"]
-            out.append(f"master (pid {master['pid']}) is not running" +
-                       (f": master.json last updated {age:.0f}s ago" if age is not None else ""))
-        # The master repeats its plan's warnings; each is said once.
-        out.extend(f"master: {w}" for w in master["warnings"] if w not in out)
+        out.extend(f"master: {w}" for w in master["warnings"])
     version = master["plan_version"] if master else None
     for w in workers:
         name = f"instance {w['instance']}"
-        if w["planned"] and not w["alive"]:
-            reason = {"missing": "no health file", "dead": f"pid {w['pid']} is gone",
-                      "stale": f"health file not updated for {w['health_age_s']}s",
-                      "unreadable": "its health file cannot be used"}
-            out.append(f"{name} is not alive: {w['state']}"
-                       + (f" ({reason[w['state']]})" if w["state"] in reason else ""))
         if not w["planned"] and w["alive"]:
             out.append(f"{name} is running but not in the plan")
-        if w["alive"] and w["connected"] is False:
-            out.append(f"{name} is not connected to the broker ({w['state']})")
-        if w["alive"] and w["state"] == "stuck":
-            out.append(f"{name} has a handler stuck past handler_timeout")
+            if w["problem"]:
+                out.append(w["problem"])
+        if w["healthy"] and w["state"] in STARTING_STATES:
+            out.append(f"{name} is starting ({w['state']} for {_duration(w['state_for_s'])})")
         if w["alive"] and isinstance(version, int) and isinstance(w["plan_version"], int) \
                 and w["plan_version"] != version:
             out.append(f"{name} applies plan version {w['plan_version']}, the master's is "
                        f"{version}")
     for r in routes:
-        if r["uncovered"]:
-            out.append(f"route {r['route']} is held by no alive worker (planned on "
-                       f"{_ids(r['planned'])})")
         if r["missing"]:
             out.append(f"route {r['route']} is planned on alive instance(s) "
                        f"{_ids(r['missing'])}, which do not hold it")
         if r["unexpected"]:
             out.append(f"route {r['route']} is held by unplanned instance(s) "
                        f"{_ids(r['unexpected'])}")
-    return out
+    # The master repeats its plan's warnings: each line is said once.
+    return list(dict.fromkeys(out))
 
 
 def _ids(ids: list[int] | None) -> str:
@@ -263,8 +428,35 @@ def _ids(ids: list[int] | None) -> str:
 def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
     """The dashboard as a JSON-ready dict (the seed's get_dashboard_data, extended).
 
-    Keys: generated_at, host, group, runtime_dir, backend, plan_source, overview, health,
-    workers (one row per instance, planned or found), routes, master, warnings.
+    Keys: generated_at, host, group, runtime_dir, backend, plan_source, master_expected,
+    overview, health (status, healthy_workers, total_workers, health_percentage, reasons),
+    workers (one row per instance, planned or found), routes, master, sessions, warnings.
+
+    A worked example: four planned workers on one shared route; worker 4 lost the broker.
+
+        >>> from routemq.plan import Plan
+        >>> def health(i, connected=True, state="running"):
+        ...     return {"pid": 100 + i, "updated_at": 99.5, "started_at": 50.0,
+        ...             "state": state, "connected": connected, "routes_held": ["shared:a"]}
+        >>> snap = Snapshot(runtime_dir="/run/routemq", taken_at=100.0, monotonic=0.0,
+        ...                 hostname="h", plan=Plan({i: ("shared:a",) for i in (1, 2, 3, 4)}),
+        ...                 plan_source="standalone", pids={i: True for i in (101, 102, 103)},
+        ...                 workers={i: health(i) for i in (1, 2, 3)})
+        >>> snap.workers[4], snap.pids[104] = health(4, False, "reconnecting"), True
+        >>> s = build_status(snap)
+        >>> s["health"]["status"], s["health"]["healthy_workers"], exit_code(s)
+        ('degraded', 3, 1)
+        >>> s["health"]["reasons"]
+        ['instance 4 is not connected to the broker (reconnecting)']
+
+    The broker goes away for all of them: nobody serves shared:a.
+
+        >>> snap.workers = {i: health(i, False, "waiting for broker") for i in (1, 2, 3, 4)}
+        >>> s = build_status(snap)
+        >>> s["health"]["status"], exit_code(s), s["health"]["reasons"][0]
+        ('unhealthy', 3, 'no worker is connected to the broker')
+        >>> len(s["health"]["reasons"])  # + the route, the share, each instance
+        7
     """
     now = snap.taken_at if now is None else now
     planned, source = _planned_instances(snap)
@@ -272,7 +464,10 @@ def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
     workers = [_worker_row(i, i in planned, snap.workers.get(i), snap, now) for i in instances]
     routes = _routes_section(snap, workers)
     master = _master_section(snap, now)
-    alive = sum(1 for w in workers if w["planned"] and w["alive"])
+    expected = _master_expected(snap)
+    sessions, session_notes = _sessions_section(snap, now)
+    health = _health(workers, routes, _master_problem(master, expected), sessions)
+    in_plan = [w for w in workers if w["planned"]]
     backend = (snap.master or {}).get("backend") or ("systemd" if snap.units else "standalone")
     return {
         "generated_at": now,
@@ -281,31 +476,36 @@ def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
         "runtime_dir": snap.runtime_dir,
         "backend": backend,
         "plan_source": source,
+        "master_expected": expected,
         "overview": {
-            "total_workers": len(planned), "alive_workers": alive,
+            "total_workers": len(planned),
+            "alive_workers": sum(1 for w in in_plan if w["alive"]),
+            "connected_workers": sum(1 for w in in_plan if w["connected"]),
             "running_unplanned": sum(1 for w in workers if w["alive"] and not w["planned"]),
             "routes": len(routes), "shared_routes": sum(1 for r in routes if r["shared"]),
+            "undrained_sessions": len(sessions),
             "group_name": (snap.master or {}).get("group") or snap.group,
             "processed": sum(_num(w["processed"]) for w in workers),
             "errors": sum(_num(w["errors"]) for w in workers),
             "rate": round(sum(w["rate"] for w in workers), 2),
         },
-        "health": overall_health(alive, len(planned)),
+        "health": health,
         "workers": workers,
         "routes": routes,
         "master": master,
-        "warnings": _warnings(snap, master, workers, routes),
+        "sessions": sessions,
+        "warnings": _warnings(snap, master, workers, routes, health["reasons"], session_notes),
     }
 
 
 def summary_line(status: Mapping[str, Any]) -> str:
     """One line for the master's STATUS= (and the table's heading).
 
-        'degraded: 3/4 workers alive (75.0%), 12.5 msg/s, 2 warnings'
+        'degraded: 3/4 workers healthy (75.0%), 12.5 msg/s, 2 warnings'
     """
     h, o = status["health"], status["overview"]
     n = len(status["warnings"])
-    return (f"{h['status']}: {h['healthy_workers']}/{h['total_workers']} workers alive "
+    return (f"{h['status']}: {h['healthy_workers']}/{h['total_workers']} workers healthy "
             f"({h['health_percentage']}%), {o['rate']:g} msg/s"
             + (f", {n} warning{'s' if n != 1 else ''}" if n else ""))
 
@@ -348,8 +548,10 @@ WORKER_COLUMNS = [
 
 
 def _route_check(route: Mapping[str, Any]) -> str:
-    if route["uncovered"]:
+    if not route["holding"]:
         return "NO WORKER"
+    if route["uncovered"]:
+        return "DISCONNECTED"
     if route["mismatch"]:
         return "MISMATCH"
     planned = route["planned"]
@@ -358,10 +560,14 @@ def _route_check(route: Mapping[str, Any]) -> str:
     return "ok"
 
 
+MASTER_STATES = {"running": "running", "stale": "NOT RESPONDING"}
+
+
 def render_table(status: Mapping[str, Any]) -> str:
     """The dashboard as text for a terminal: heading, workers, routes, master, warnings."""
     o = status["overview"]
-    lines = [f"RouteMQ {summary_line(status)}",
+    reasons = status["health"]["reasons"]
+    lines = [f"RouteMQ {summary_line(status)}"] + [f"  - {r}" for r in reasons] + [
              f"host {status['host']}  group {status['group'] or '-'}  backend "
              f"{status['backend']}  plan from {status['plan_source'] or '-'}  "
              f"processed {o['processed']}  errors {o['errors']}", ""]
@@ -384,14 +590,21 @@ def render_table(status: Mapping[str, Any]) -> str:
             [r["route"], _ids(r["planned"]) if r["planned"] is not None else "?",
              _ids(r["holding"]), _route_check(r)]
             for r in status["routes"]])
+    if status["sessions"]:
+        lines += ["", "broker sessions not drained yet (instances out of the plan):"]
+        lines += _table(["INST", "STATE", "FOR", "DETAIL"], [
+            [s["instance"], s["state"], _duration(s["age_s"]), s["detail"]]
+            for s in status["sessions"]])
     m = status["master"]
     lines.append("")
-    if m is None:
+    if m is None and status["master_expected"]:
+        lines.append(f"master: NOT RUNNING ({status['master_expected']}; no master.json)")
+    elif m is None:
         lines.append("master: none (standalone workers)")
     else:
         scaler = m["autoscaler"]
         lines.append(
-            f"master: pid {_cell(m['pid'])} {'running' if m['alive'] else 'NOT RUNNING'}, "
+            f"master: pid {_cell(m['pid'])} {MASTER_STATES.get(m['state'], 'NOT RUNNING')}, "
             f"backend {_cell(m['backend'])}, plan version {_cell(m['plan_version'])}, "
             f"up {_duration(m['uptime_s'])}, updated {_duration(m['updated_age_s'])} ago"
             + (", plan hand-over in progress" if m["handover"] else ""))
@@ -402,6 +615,7 @@ def render_table(status: Mapping[str, Any]) -> str:
                 f"{_cell(scaler.get('last_action'))}")
         elif isinstance(scaler, Mapping):
             lines.append("autoscaler: off")
-    if status["warnings"]:
-        lines += ["", "warnings:"] + [f"  - {w}" for w in status["warnings"]]
+    others = [w for w in status["warnings"] if w not in reasons]  # reasons are at the top
+    if others:
+        lines += ["", "warnings:"] + [f"  - {w}" for w in others]
     return "\n".join(lines)

@@ -1,8 +1,10 @@
 """The dashboard built from a fleet snapshot: who is alive, overall health, routes, master."""
+import doctest
 import json
 
 import pytest
 
+import routemq.status
 from routemq.fleet import Snapshot, UnitState
 from routemq.plan import Plan
 from routemq.status import (build_status, classify, exit_code, freshness_limit, overall_health,
@@ -22,14 +24,24 @@ def health(instance, pid=None, age=0.5, state="running", routes=(), **extra):
     return doc
 
 
-def snapshot(workers, plan=None, dead=(), master=None, units=None, notes=(), interval=1.0):
+def snapshot(workers, plan=None, dead=(), master=None, units=None, notes=(), interval=1.0,
+             source=None):
+    """A plan without a master is the standalone workers' (computed from the configuration):
+    a plan.json would be a master's, which must then be running."""
     pids = {h["pid"]: h["pid"] not in dead for h in workers.values() if "pid" in h}
-    if master:
+    if master and "pid" in master:
         pids[master["pid"]] = master["pid"] not in dead
+    source = source or (None if plan is None else "plan.json" if master else "standalone")
     return Snapshot(runtime_dir="/run/routemq", taken_at=NOW, monotonic=500.0, hostname="h1",
-                    group="g", health_interval=interval, plan=plan,
-                    plan_source="plan.json" if plan else None, master=master,
-                    workers=workers, pids=pids, units=units, notes=list(notes))
+                    group="g", health_interval=interval, plan=plan, plan_source=source,
+                    master=master, workers=workers, pids=pids, units=units, notes=list(notes))
+
+
+def master_doc(**extra):
+    doc = {"pid": 50, "backend": "processes", "started_at": NOW - 600, "updated_at": NOW - 1,
+           "plan_version": 1, "instances": [1, 2, 3, 4]}
+    doc.update(extra)
+    return doc
 
 
 PLAN4 = Plan({1: (A, B), 2: (A,), 3: (A, C), 4: (A,)})
@@ -84,7 +96,8 @@ def test_all_alive_is_healthy_with_every_column():
                             C: {"processed": 0, "errors": 0, "avg_ms": 0.0, "p99_ms": 0.0}}
     s = build_status(snapshot(workers, PLAN4))
     assert s["health"] == {"status": "healthy", "healthy_workers": 4, "total_workers": 4,
-                           "health_percentage": 100.0}
+                           "health_percentage": 100.0, "reasons": []}
+    assert exit_code(s) == 0
     w1 = s["workers"][0]
     assert (w1["instance"], w1["pid"], w1["alive"], w1["state"], w1["connected"]) == \
         (1, 1001, True, "running", True)
@@ -96,21 +109,40 @@ def test_all_alive_is_healthy_with_every_column():
     assert s["overview"]["processed"] == 100 and s["overview"]["rate"] == 4.0
     assert s["overview"]["shared_routes"] == 2 and s["overview"]["routes"] == 3
     assert all(not r["mismatch"] and not r["uncovered"] for r in s["routes"])
-    assert s["warnings"] == []
+    assert s["warnings"] == [] and s["sessions"] == [] and s["master_expected"] is None
     json.dumps(s)  # --json must not fail
-    assert summary_line(s) == "healthy: 4/4 workers alive (100.0%), 4 msg/s"
+    assert summary_line(s) == "healthy: 4/4 workers healthy (100.0%), 4 msg/s"
 
 
 def test_one_killed_worker_of_four_is_degraded():
-    s = build_status(snapshot(four(), PLAN4, dead={1003}))
+    s = build_status(snapshot(four(), PLAN4, dead={1002}))
     assert s["health"]["status"] == "degraded" and exit_code(s) == 1
-    w3 = s["workers"][2]
-    assert (w3["alive"], w3["state"], w3["rate"], w3["processed"]) == (False, "dead", 0.0, 30)
-    assert "instance 3 is not alive: dead (pid 1003 is gone)" in s["warnings"]
+    assert s["health"]["reasons"] == ["instance 2 is not alive: dead (pid 1002 is gone)"]
+    w2 = s["workers"][1]
+    assert (w2["alive"], w2["state"], w2["rate"], w2["processed"], w2["healthy"]) == \
+        (False, "dead", 0.0, 20, False)
+    assert s["warnings"] == s["health"]["reasons"]
+
+
+def test_a_route_its_only_owner_left_is_unhealthy():
+    s = build_status(snapshot(four(), PLAN4, dead={1003}))  # 3 alone holds single:c
+    assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
+    assert s["health"]["reasons"] == [
+        "route single:c is held by no alive, connected worker (planned on 3)",
+        "instance 3 is not alive: dead (pid 1003 is gone)"]
     by_route = {r["route"]: r for r in s["routes"]}
     assert by_route[C]["uncovered"] and by_route[C]["holding"] == []
-    assert by_route[A]["holding"] == [1, 2, 4] and not by_route[A]["mismatch"]
-    assert any("route single:c is held by no alive worker" in w for w in s["warnings"])
+    assert by_route[A]["holding"] == by_route[A]["serving"] == [1, 2, 4]
+    assert not by_route[A]["mismatch"] and not by_route[A]["uncovered"]
+
+
+def test_one_instance_down_of_ten_is_still_degraded():
+    plan = Plan({i: (A,) for i in range(1, 11)})
+    workers = {i: health(i, routes=(A,)) for i in range(1, 11)}
+    s = build_status(snapshot(workers, plan, dead={1010}))
+    assert s["health"]["health_percentage"] == 90.0  # the seed's "healthy" line
+    assert s["health"]["status"] == "degraded" and exit_code(s) == 1
+    assert s["health"]["reasons"] == ["instance 10 is not alive: dead (pid 1010 is gone)"]
 
 
 def test_missing_and_stale_instances_make_it_unhealthy():
@@ -121,6 +153,10 @@ def test_missing_and_stale_instances_make_it_unhealthy():
     states = {w["instance"]: w["state"] for w in s["workers"]}
     assert states == {1: "running", 2: "missing", 3: "running", 4: "stale"}
     assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
+    assert s["health"]["reasons"] == [
+        "only 2 of 4 planned workers are healthy (50.0%; unhealthy below 70%)",
+        "instance 2 is not alive: missing (no health file)",
+        "instance 4 is not alive: stale (health file not updated for 30.0s)"]
 
 
 def test_plan_mismatch_and_unplanned_instance():
@@ -149,6 +185,7 @@ def test_master_section_restarts_and_plan_versions():
               "warnings": ["route 'x' wants 8 workers but only 2 instances exist; it runs on 2"]}
     workers = {1: health(1, routes=(A,), plan_version=5), 2: health(2, routes=(A,), plan_version=4)}
     s = build_status(snapshot(workers, Plan({1: (A,), 2: (A,)}), master=master))
+    assert s["health"]["status"] == "healthy" and s["master_expected"] == "master.json exists"
     assert (s["host"], s["group"], s["backend"], s["plan_source"]) == \
         ("node-a", "prod", "processes", "master.json")
     assert [w["restarts"] for w in s["workers"]] == [0, 3]
@@ -162,11 +199,37 @@ def test_master_section_restarts_and_plan_versions():
     assert "autoscaler: 1..4 workers, target 2, 12.5 msg/s, last: scale up to 2" in table
 
 
-def test_a_dead_master_is_reported():
+def test_a_dead_master_is_unhealthy():
     master = {"pid": 50, "backend": "processes", "updated_at": NOW - 120, "instances": [1]}
     s = build_status(snapshot({1: health(1)}, master=master, dead={50}))
-    assert s["master"]["alive"] is False
-    assert "master (pid 50) is not running: master.json last updated 120s ago" in s["warnings"]
+    assert (s["master"]["alive"], s["master"]["state"]) == (False, "dead")
+    assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
+    assert s["health"]["reasons"] == [
+        "master (pid 50) is not running: master.json last updated 120s ago"]
+    assert "master: pid 50 NOT RUNNING" in render_table(s)
+
+
+def test_a_hung_master_is_unhealthy():
+    master = {"pid": 50, "backend": "processes", "updated_at": NOW - 30, "instances": [1]}
+    s = build_status(snapshot({1: health(1)}, master=master))  # pid there, file old
+    assert (s["master"]["state"], exit_code(s)) == ("stale", 3)
+    assert s["health"]["reasons"] == [
+        "master (pid 50) is not responding: master.json last updated 30s ago"]
+    assert "master: pid 50 NOT RESPONDING" in render_table(s)
+
+
+@pytest.mark.parametrize("source, units, why", [
+    ("plan.json", None, "plan.json exists"),
+    ("standalone", {1: UnitState(1, "loaded", "active", "running", main_pid=1001)},
+     "routemq-worker@ units exist")])
+def test_a_master_is_expected_without_master_json(source, units, why):
+    s = build_status(snapshot({1: health(1, routes=(A,))}, Plan({1: (A,)}), units=units,
+                              source=source))
+    assert s["master_expected"] == why and s["master"] is None
+    assert s["health"]["reasons"] == [f"no master is running: {why} but there is no "
+                                      f"master.json"]
+    assert exit_code(s) == 3
+    assert f"master: NOT RUNNING ({why}; no master.json)" in render_table(s)
 
 
 def test_systemd_units_decide_with_the_health_files():
@@ -174,7 +237,7 @@ def test_systemd_units_decide_with_the_health_files():
                           active_since=400.0),
              2: UnitState(2, "loaded", "failed", "failed", restarts=5),
              3: UnitState(3, "loaded", "active", "running", main_pid=2003, active_since=499.0)}
-    workers = {1: health(1), 2: health(2)}  # 2: the file its crash left; 3: none yet
+    workers = {1: health(1, routes=(A,)), 2: health(2)}  # 2: the file its crash left; 3: none yet
     s = build_status(snapshot(workers, Plan({1: (A,), 2: (A,), 3: (A,)}), units=units))
     rows = {w["instance"]: w for w in s["workers"]}
     assert (rows[1]["alive"], rows[1]["restarts"], rows[1]["unit"]["active_for_s"]) == \
@@ -182,7 +245,14 @@ def test_systemd_units_decide_with_the_health_files():
     assert (rows[2]["alive"], rows[2]["state"], rows[2]["restarts"]) == (False, "failed", 5)
     assert (rows[3]["alive"], rows[3]["state"], rows[3]["pid"]) == (False, "starting", 2003)
     assert s["backend"] == "systemd"
-    assert s["health"]["status"] == "unhealthy"  # 1 of 3
+    # 3 is ready (systemd says active) for 1 s, its first health file is still to come.
+    assert (rows[3]["healthy"], rows[3]["state_for_s"]) == (True, 1.0)
+    assert "instance 3 is starting (starting for 1s)" in s["warnings"]
+    assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
+    assert s["health"]["reasons"] == [
+        "no master is running: routemq-worker@ units exist but there is no master.json",
+        "only 2 of 3 planned workers are healthy (66.7%; unhealthy below 70%)",
+        "instance 2 is not alive: failed"]
 
 
 def test_without_a_plan_the_health_files_say_what_is_planned():
@@ -194,7 +264,9 @@ def test_without_a_plan_the_health_files_say_what_is_planned():
 def test_nothing_at_all():
     s = build_status(snapshot({}, notes=["runtime directory /run/routemq does not exist"]))
     assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
-    assert s["warnings"] == ["runtime directory /run/routemq does not exist"]
+    assert s["health"]["reasons"] == ["no worker is planned or running"]
+    assert s["warnings"] == ["no worker is planned or running",
+                             "runtime directory /run/routemq does not exist"]
     assert "no workers planned or running" in render_table(s)
     assert "master: none (standalone workers)" in render_table(s)
 
@@ -202,7 +274,11 @@ def test_nothing_at_all():
 def test_table_has_the_dashboard_columns():
     table = render_table(build_status(snapshot(four(), PLAN4, dead={1003})))
     lines = table.splitlines()
-    assert lines[0] == "RouteMQ degraded: 3/4 workers alive (75.0%), 3 msg/s, 2 warnings"
+    assert lines[:3] == [
+        "RouteMQ unhealthy: 3/4 workers healthy (75.0%), 3 msg/s, 2 warnings",
+        "  - route single:c is held by no alive, connected worker (planned on 3)",
+        "  - instance 3 is not alive: dead (pid 1003 is gone)"]
+    assert "warnings:" not in table  # both are reasons, said once at the top
     header = next(line for line in lines if line.startswith("INST"))
     for column in ("PID", "ALIVE", "STATE", "RESTARTS", "CONN", "MSG/S", "PROCESSED", "ERRORS",
                    "AVG MS", "P99 MS", "INFLIGHT", "RSS MB", "CPU %", "ROUTES"):
@@ -214,3 +290,139 @@ def test_table_has_the_dashboard_columns():
               if line.startswith(("shared:", "single:"))}
     assert routes == {"shared:a/{id}": ["1,2,3,4", "1,2,4", "3/4"],
                       "shared:b": ["1", "1", "ok"], "single:c": ["3", "-", "NO", "WORKER"]}
+
+
+# --- health is what an operator means: each rule --------------------------------------------
+
+def test_the_module_examples_hold():
+    assert doctest.testmod(routemq.status).failed == 0
+
+
+def test_no_worker_connected_is_unhealthy_even_when_all_are_alive():
+    workers = {i: health(i, routes=PLAN4.assignments[i], connected=False,
+                         state="waiting for broker") for i in range(1, 5)}
+    s = build_status(snapshot(workers, PLAN4))
+    assert s["overview"]["alive_workers"] == 4 and s["overview"]["connected_workers"] == 0
+    assert s["health"]["healthy_workers"] == 0
+    assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
+    reasons = s["health"]["reasons"]
+    assert reasons[0] == "no worker is connected to the broker"
+    assert "route shared:b is held by no alive, connected worker (planned on 1; held by 1, " \
+        "not connected to the broker)" in reasons
+    assert "instance 1 is not connected to the broker (waiting for broker)" in reasons
+    assert {r["route"]: _route_cell(render_table(s), r["route"]) for r in s["routes"]} == \
+        {A: "DISCONNECTED", B: "DISCONNECTED", C: "DISCONNECTED"}
+
+
+def _route_cell(table, route):
+    return next(line.split()[-1] for line in table.splitlines() if line.startswith(route))
+
+
+@pytest.mark.parametrize("connected", [False, None, "yes", 1])
+def test_only_a_worker_that_says_connected_true_is_connected(connected):
+    workers = four()
+    workers[2]["connected"] = connected
+    s = build_status(snapshot(workers, PLAN4))
+    assert s["workers"][1]["connected"] is False and not s["workers"][1]["healthy"]
+    assert s["health"]["status"] == "degraded" and exit_code(s) == 1
+    assert s["health"]["reasons"] == [
+        "instance 2 is not connected to the broker (running)"]
+
+
+@pytest.mark.parametrize("state, reason", [
+    ("reconnecting", "instance 2 is not connected to the broker (reconnecting)"),
+    ("stuck", "instance 2 has a handler stuck past handler_timeout"),
+    ("draining", "instance 2 is draining, not running"),
+    ("joining", "instance 2 is still joining after 1m40s"),  # started 100 s ago
+])
+def test_an_alive_instance_not_at_work_degrades(state, reason):
+    workers = four()
+    workers[2] = health(2, routes=(A,), state=state, connected=state in ("stuck", "draining"))
+    s = build_status(snapshot(workers, PLAN4))
+    assert s["workers"][1]["alive"] and not s["workers"][1]["healthy"]
+    assert s["health"]["status"] == "degraded" and exit_code(s) == 1
+    assert s["health"]["reasons"] == [reason]
+
+
+@pytest.mark.parametrize("extra, healthy", [
+    ({"started_at": NOW - 5}, True),                          # joining for 5 s: starting
+    ({"started_at": NOW - 31}, False),                        # past STARTUP_GRACE
+    ({"started_at": NOW - 300, "state_since": NOW - 3}, True),  # the worker's own clock
+    ({"started_at": None}, False),                            # since when: unknown
+])
+def test_a_starting_instance_has_a_grace_period(extra, healthy):
+    workers = four()
+    workers[4] = health(4, routes=(A,), state="joining", connected=False, **extra)
+    s = build_status(snapshot(workers, PLAN4))
+    assert s["workers"][3]["healthy"] is healthy
+    assert s["health"]["status"] == ("healthy" if healthy else "degraded")
+    if healthy:
+        assert any(w.startswith("instance 4 is starting (joining for ") for w in s["warnings"])
+    else:
+        assert s["health"]["reasons"][0].startswith("instance 4 is still joining")
+
+
+def test_an_instance_outside_the_plan_warns_but_does_not_decide():
+    workers = four()
+    workers[7] = health(7, connected=False, state="reconnecting")
+    s = build_status(snapshot(workers, PLAN4))
+    assert s["health"]["status"] == "healthy" and s["health"]["reasons"] == []
+    assert s["warnings"] == ["instance 7 is running but not in the plan",
+                             "instance 7 is not connected to the broker (reconnecting)"]
+
+
+SESSION = {"state": "draining", "since": NOW - 12, "detail": "resumed instance 2's session"}
+
+
+def test_an_undrained_session_is_unhealthy_with_its_reason():
+    master = master_doc(sessions={"2": dict(SESSION), "5": {"state": "failed",
+                                                           "since": NOW - 75}})
+    s = build_status(snapshot(four(), PLAN4, master=master))
+    assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
+    assert s["health"]["reasons"] == [
+        "instance 2 is out of the plan but its broker session has not been drained "
+        "(draining for 12s: resumed instance 2's session)",
+        "instance 5 is out of the plan but its broker session has not been drained "
+        "(failed for 1m15s)"]
+    assert s["sessions"][0] == {"instance": 2, "state": "draining", "since": NOW - 12,
+                                "age_s": 12.0, "detail": "resumed instance 2's session"}
+    assert s["overview"]["undrained_sessions"] == 2
+    table = render_table(s).splitlines()
+    assert table[1].startswith("  - instance 2 is out of the plan")
+    at = table.index("broker sessions not drained yet (instances out of the plan):")
+    assert table[at + 2].split()[:3] == ["2", "draining", "12s"]
+    assert table[at + 3].split() == ["5", "failed", "1m15s", "-"]
+
+
+@pytest.mark.parametrize("sessions, reasons, warning", [
+    (None, [], None),                                 # an older master: no key
+    ({}, [], None),
+    ({"3": "junk"}, ["instance 3 is out of the plan but its broker session has not been "
+                     "drained (unknown)"], None),     # unreadable entry: still a session
+    ({"3": {"state": 7, "since": "soon", "detail": "a\nb" + "x" * 300}},
+     ["instance 3 is out of the plan but its broker session has not been drained (unknown: "
+      "a)"], None),
+    (["2"], [], "master.json: sessions is not an object, ignored"),
+])
+def test_sessions_from_any_master_json(sessions, reasons, warning):
+    master = master_doc() if sessions is None else master_doc(sessions=sessions)
+    s = build_status(snapshot(four(), PLAN4, master=master))
+    assert s["health"]["reasons"] == reasons
+    assert s["health"]["status"] == ("unhealthy" if reasons else "healthy")
+    assert (warning in s["warnings"]) if warning else s["warnings"] == reasons
+    json.dumps(s)
+
+
+def test_a_dead_master_and_a_stranded_session_come_first_and_once():
+    master = master_doc(updated_at=NOW - 60, sessions={"4": dict(SESSION)})
+    workers = four()
+    del workers[4]
+    s = build_status(snapshot(workers, PLAN4, master=master, dead={50}))
+    assert s["health"]["reasons"] == [
+        "master (pid 50) is not running: master.json last updated 60s ago",
+        "instance 4 is out of the plan but its broker session has not been drained "
+        "(draining for 12s: resumed instance 2's session)",
+        "instance 4 is not alive: missing (no health file)"]
+    assert len(s["warnings"]) == len(set(s["warnings"]))
+    doc = json.loads(json.dumps(s))
+    assert doc["health"]["reasons"] == s["health"]["reasons"]
