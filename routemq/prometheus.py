@@ -107,6 +107,9 @@ WORKER_METRICS = (
     ("routemq_worker_planned", "gauge", "1 when the instance is in the current plan.", "planned"),
     ("routemq_worker_connected", "gauge", "1 when the worker is connected to the broker.",
      "connected"),
+    ("routemq_worker_healthy", "gauge",
+     "1 when the worker is alive, connected and running (or starting, within its grace "
+     "period).", "healthy"),
     ("routemq_worker_restarts_total", "counter",
      "Restarts of the instance (systemd's NRestarts, or the master's count).", "restarts"),
     ("routemq_worker_messages_received_total", "counter",
@@ -160,20 +163,33 @@ QUANTILES = (("0.5", "p50_ms"), ("0.99", "p99_ms"), ("1", "max_ms"))
 def render_metrics(status: Mapping[str, Any]) -> str:
     """Prometheus text for a dashboard made by routemq.status.build_status."""
     base = {"host": status.get("host") or "", "group": status.get("group") or ""}
-    health = status["health"]
+    health, overview = status["health"], status["overview"]
     exp = Exposition()
     exp.add("routemq_workers_planned", "gauge", "Instances in the current plan.",
             [(base, health["total_workers"])])
     exp.add("routemq_workers_alive", "gauge", "Planned instances that are alive.",
+            [(base, overview.get("alive_workers"))])
+    exp.add("routemq_workers_connected", "gauge",
+            "Planned instances that are alive and connected to the broker.",
+            [(base, overview.get("connected_workers"))])
+    exp.add("routemq_workers_healthy", "gauge",
+            "Planned instances that are alive, connected and running.",
             [(base, health["healthy_workers"])])
     exp.add("routemq_fleet_health_ratio", "gauge",
-            "Share of planned instances alive (healthy >= 0.9, degraded >= 0.7).",
+            "Share of planned instances alive, connected and running (below 0.7: unhealthy).",
             [(base, health["health_percentage"] / 100)])
+    exp.add("routemq_fleet_healthy", "gauge",
+            "1 when `routemq status` says healthy (exit 0), else 0.",
+            [(base, health["status"] == "healthy")])
     exp.add("routemq_fleet_status", "gauge", "1 for the fleet's current health status.",
             [({**base, "status": s}, health["status"] == s)
              for s in ("healthy", "degraded", "unhealthy")])
+    exp.add("routemq_fleet_health_reasons", "gauge",
+            "Reasons the fleet is not healthy (`routemq status` lists them).",
+            [(base, len(health.get("reasons", [])))])
     exp.add("routemq_warnings", "gauge", "Warnings `routemq status` shows.",
             [(base, len(status.get("warnings", [])))])
+    _session_metrics(exp, base, status.get("sessions", []))
     workers = status["workers"]
     for name, kind, help_text, key in WORKER_METRICS:
         exp.add(name, kind, help_text,
@@ -183,7 +199,7 @@ def render_metrics(status: Mapping[str, Any]) -> str:
              for w in workers if w["pid"]])
     _route_metrics(exp, base, workers)
     _plan_metrics(exp, base, status.get("routes", []))
-    _master_metrics(exp, base, status.get("master"))
+    _master_metrics(exp, base, status.get("master"), bool(status.get("master_expected")))
     return exp.text()
 
 
@@ -210,15 +226,32 @@ def _plan_metrics(exp: Exposition, base: Labels, routes: list[Mapping[str, Any]]
     exp.add("routemq_route_instances_holding", "gauge",
             "Alive instances that hold the route, per their health files.",
             [({**base, "route": r["route"]}, len(r["holding"])) for r in routes])
+    exp.add("routemq_route_instances_serving", "gauge",
+            "Alive instances connected to the broker that hold the route (0: unhealthy).",
+            [({**base, "route": r["route"]}, len(r.get("serving", r["holding"])))
+             for r in routes])
     exp.add("routemq_route_plan_mismatch", "gauge",
             "1 when the instances holding the route differ from the plan.",
             [({**base, "route": r["route"]}, r["mismatch"]) for r in routes])
 
 
-def _master_metrics(exp: Exposition, base: Labels, master: Mapping[str, Any] | None) -> None:
+def _session_metrics(exp: Exposition, base: Labels, sessions: list[Mapping[str, Any]]
+                     ) -> None:
+    exp.add("routemq_broker_sessions_undrained", "gauge",
+            "Planned-out instances whose broker session still queues their share (> 0: "
+            "unhealthy).", [(base, len(sessions))])
+    exp.add("routemq_broker_session_undrained_seconds", "gauge",
+            "Seconds the planned-out instance's session has been in this state.",
+            [({**base, "worker": s["instance"], "state": s["state"]}, s.get("age_s"))
+             for s in sessions])
+
+
+def _master_metrics(exp: Exposition, base: Labels, master: Mapping[str, Any] | None,
+                    expected: bool) -> None:
     exp.add("routemq_master_up", "gauge",
-            "1 when the master is running (0 when master.json is stale; absent: no master).",
-            [(base, master["alive"])] if master else [])
+            "1 when the master is running; 0 when it is expected (master.json, plan.json or "
+            "worker units) but not running; absent: standalone workers.",
+            [(base, bool(master and master["alive"]))] if master or expected else [])
     if not master:
         return
     exp.add("routemq_master_plan_version", "gauge", "The master's current plan version.",

@@ -131,23 +131,26 @@ def fleet_status() -> dict:
 
 def test_render_metrics_is_valid_and_complete():
     families = parse_exposition(render_metrics(fleet_status()))
-
-    def value(name, **labels):
-        found = [v for lab, v in families[name]["samples"]
-                 if all(lab.get(k) == str(x) for k, x in labels.items())]
-        assert len(found) == 1, (name, labels, families.get(name))
-        return found[0]
+    value = sample_of(families)
 
     base = {"host": "host\nA", "group": "g1"}  # escaped on the wire, intact once parsed
     assert all(s[0]["host"] == "host\nA" and s[0]["group"] == "g1"
                for f in families.values() for s in f["samples"])
     assert value("routemq_workers_planned", **base) == 2
     assert value("routemq_workers_alive") == 1
+    assert value("routemq_workers_connected") == 1
+    assert value("routemq_workers_healthy") == 1
     assert value("routemq_fleet_health_ratio") == 0.5
+    assert value("routemq_fleet_healthy") == 0
     assert value("routemq_fleet_status", status="unhealthy") == 1
     assert value("routemq_fleet_status", status="healthy") == 0
+    assert value("routemq_fleet_health_reasons") == 2  # 1 of 2 healthy; instance 2 is dead
+    assert value("routemq_broker_sessions_undrained") == 0
+    assert "routemq_broker_session_undrained_seconds" not in families
     assert value("routemq_worker_up", worker=1) == 1
     assert value("routemq_worker_up", worker=2) == 0
+    assert value("routemq_worker_healthy", worker=1) == 1
+    assert value("routemq_worker_healthy", worker=2) == 0
     assert value("routemq_worker_restarts_total", worker=2) == 4
     assert value("routemq_worker_messages_processed_total", worker=1) == 40
     assert value("routemq_worker_handler_errors_total", worker=1) == 2
@@ -165,10 +168,59 @@ def test_render_metrics_is_valid_and_complete():
                 if s[0]["route"] == "single:idle"]
     assert value("routemq_route_instances_planned", route=ODD_ROUTE) == 2
     assert value("routemq_route_instances_holding", route=ODD_ROUTE) == 1
+    assert value("routemq_route_instances_serving", route=ODD_ROUTE) == 1
     assert value("routemq_master_up") == 1
     assert value("routemq_master_plan_version") == 3
     assert value("routemq_autoscaler_target_workers") == 2
     assert value("routemq_autoscaler_enabled") == 1
+
+
+def sample_of(families):
+    """value(name, **labels): the one sample of `name` with those labels."""
+    def value(name, **labels):
+        found = [v for lab, v in families[name]["samples"]
+                 if all(lab.get(k) == str(x) for k, x in labels.items())]
+        assert len(found) == 1, (name, labels, families.get(name))
+        return found[0]
+    return value
+
+
+def test_no_connected_worker_and_an_undrained_session_in_metrics():
+    # The broker is gone: worker 1 is alive, not connected; instance 3, planned out, still
+    # has its session at the broker.
+    status = build_status(Snapshot(
+        runtime_dir="/run/routemq", taken_at=NOW, monotonic=10.0, hostname="h",
+        plan=Plan({1: (ODD_ROUTE,)}), plan_source="plan.json",
+        master={"pid": 100, "updated_at": NOW, "instances": [1],
+                "sessions": {"3": {"state": "draining", "since": NOW - 12, "detail": "x"}}},
+        workers={1: {"pid": 101, "updated_at": NOW, "state": "reconnecting",
+                     "connected": False, "routes_held": [ODD_ROUTE]}},
+        pids={100: True, 101: True}))
+    value = sample_of(parse_exposition(render_metrics(status)))
+    assert (value("routemq_workers_alive"), value("routemq_workers_connected")) == (1, 0)
+    assert value("routemq_fleet_health_ratio") == 0  # alive is not enough
+    assert value("routemq_fleet_healthy") == 0
+    assert value("routemq_fleet_status", status="unhealthy") == 1
+    assert value("routemq_route_instances_holding", route=ODD_ROUTE) == 1
+    assert value("routemq_route_instances_serving", route=ODD_ROUTE) == 0
+    assert value("routemq_broker_sessions_undrained") == 1
+    assert value("routemq_broker_session_undrained_seconds", worker=3, state="draining") == 12
+    assert value("routemq_fleet_health_reasons") == len(status["health"]["reasons"]) == 5
+
+
+@pytest.mark.parametrize("source, expected_up", [("plan.json", 0), ("standalone", None)])
+def test_master_up_is_zero_when_a_master_is_expected_but_absent(source, expected_up):
+    snap = Snapshot(runtime_dir="/x", taken_at=NOW, monotonic=0.0, hostname="h",
+                    plan=Plan({1: ()}), plan_source=source,
+                    workers={1: {"pid": 7, "updated_at": NOW, "state": "running",
+                                 "connected": True}}, pids={7: True})
+    families = parse_exposition(render_metrics(build_status(snap)))
+    if expected_up is None:
+        assert "routemq_master_up" not in families
+        assert families["routemq_fleet_healthy"]["samples"][0][1] == 1
+    else:
+        assert families["routemq_master_up"]["samples"][0][1] == expected_up
+        assert families["routemq_fleet_healthy"]["samples"][0][1] == 0
 
 
 def test_render_metrics_of_an_empty_fleet():
