@@ -16,7 +16,6 @@ each problem becomes one line in ``Snapshot.notes`` ("workers/3.json: not valid 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -26,13 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from routemq.plan import Plan
-from routemq.runtime import RuntimePaths, pid_alive
+from routemq.runtime import (RuntimePaths, load_plan, pid_alive, read_health_dir,  # noqa: F401
+                             read_master)
 
-MASTER_FILE = "master.json"  # written by routemq.master every health_interval
 UNIT_TEMPLATE = "routemq-worker@{}.service"
 UNIT_PATTERN = "routemq-worker@*.service"
 _UNIT_RE = re.compile(r"^routemq-worker@(\d+)\.service$")
-_HEALTH_NAME_RE = re.compile(r"^(\d+)\.json$")
 UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "NRestarts", "MainPID",
                    "ActiveEnterTimestampMonotonic")
 SYSTEMCTL_TIMEOUT = 10.0
@@ -66,127 +64,12 @@ class Snapshot:
     group: str | None = None  # from the configuration; master.json's wins when present
     health_interval: float = 1.0
     plan: Plan | None = None
-    plan_source: str | None = None  # "plan.json", "standalone" (computed from the config)
+    plan_source: str | None = None  # "plan.json", "standalone" (from the health files)
     master: dict[str, Any] | None = None
     workers: dict[int, dict[str, Any]] = field(default_factory=dict)  # instance -> health
     pids: dict[int, bool] = field(default_factory=dict)  # pid -> the process exists
     units: dict[int, UnitState] | None = None  # None: not under systemd (or not queried)
     notes: list[str] = field(default_factory=list)
-
-
-def read_json(path: str, name: str) -> tuple[Any, str | None]:
-    """(document, None), (None, None) when the file does not exist, or (None, a note)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return None, f"{name}: cannot read: {exc.strerror or exc}"
-    except UnicodeDecodeError:
-        return None, f"{name}: not UTF-8 text"
-    if not text.strip():
-        return None, f"{name}: empty file"
-    try:
-        return json.loads(text), None
-    except ValueError as exc:
-        return None, f"{name}: not valid JSON ({exc})"
-
-
-def read_plan(path: str) -> tuple[Plan | None, str | None]:
-    """The master's plan, or (None, a note) when it exists but cannot be used."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return Plan.from_json(f.read()), None
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return None, f"plan.json: cannot read: {exc.strerror or exc}"
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"plan.json: ignored: {exc}"
-
-
-# Keys of master.json and the types a reader can rely on; a wrong type drops the key.
-_MASTER_TYPES: dict[str, tuple[type, ...]] = {
-    "pid": (int,), "hostname": (str,), "group": (str,), "backend": (str,),
-    "started_at": (int, float), "updated_at": (int, float), "plan_version": (int,),
-    "instances": (list,), "restarts": (dict,), "autoscaler": (dict, type(None)),
-    "warnings": (list,),
-}
-
-
-def _wrong_types(doc: dict[str, Any], types: dict[str, tuple[type, ...]]) -> list[str]:
-    """The keys of ``doc`` whose value is not of its expected type (a bool is no number)."""
-    return [k for k, t in types.items()
-            if k in doc and (not isinstance(doc[k], t) or isinstance(doc[k], bool))]
-
-
-def read_master(path: str) -> tuple[dict[str, Any] | None, list[str]]:
-    """master.json with every key of the wrong type dropped (and named in a note)."""
-    doc, note = read_json(path, "master.json")
-    if doc is None:
-        return None, [note] if note else []
-    if not isinstance(doc, dict):
-        return None, ["master.json: not a JSON object"]
-    bad = _wrong_types(doc, _MASTER_TYPES)
-    notes = [f"master.json: {key} has the wrong type, ignored" for key in bad]
-    clean = {k: v for k, v in doc.items() if k not in bad}
-    if isinstance(clean.get("instances"), list):
-        good = [i for i in clean["instances"] if isinstance(i, int) and not isinstance(i, bool)
-                and i > 0]
-        if len(good) != len(clean["instances"]):
-            notes.append("master.json: instances holds something other than positive integers")
-        clean["instances"] = sorted(set(good))
-    return clean, notes
-
-
-_HEALTH_TYPES: dict[str, tuple[type, ...]] = {
-    "pid": (int,), "updated_at": (int, float), "started_at": (int, float),
-    "processed": (int,), "errors": (int,), "routes_held": (list,), "routes": (dict,),
-}
-
-
-def read_health_dir(directory: str) -> tuple[dict[int, dict[str, Any]], list[str]]:
-    """Each workers/<N>.json as instance -> document. Other names (temporaries) are skipped."""
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return {}, []
-    except OSError as exc:
-        return {}, [f"workers/: cannot list: {exc.strerror or exc}"]
-    workers: dict[int, dict[str, Any]] = {}
-    notes: list[str] = []
-    for name in sorted(names, key=lambda n: (len(n), n)):
-        match = _HEALTH_NAME_RE.match(name)
-        if not match:
-            continue
-        instance = int(match.group(1))
-        # A worker that stops cleanly deletes its file: between listdir and open it may be
-        # gone, which read_json reports as "no file", not as a problem.
-        doc, note = read_json(os.path.join(directory, name), f"workers/{name}")
-        if note:
-            notes.append(note)
-            workers[instance] = {}  # present but unusable: shown, never counted alive
-            continue
-        if doc is None:
-            continue
-        if not isinstance(doc, dict):
-            notes.append(f"workers/{name}: not a JSON object")
-            workers[instance] = {}
-            continue
-        bad = _wrong_types(doc, _HEALTH_TYPES)
-        missing = [k for k in ("pid", "updated_at") if k not in doc]
-        if bad or missing:
-            notes.append(f"workers/{name}: " + "; ".join(
-                ([f"missing {', '.join(missing)}"] if missing else [])
-                + ([f"wrong type: {', '.join(bad)}"] if bad else [])))
-            doc = {k: v for k, v in doc.items() if k not in bad}
-        if doc.get("instance", instance) != instance:
-            notes.append(f"workers/{name}: says instance {doc.get('instance')!r}; "
-                         f"the file name wins")
-        doc["instance"] = instance
-        workers[instance] = doc
-    return workers, notes
 
 
 # --- systemd ----------------------------------------------------------------------------------
@@ -293,15 +176,15 @@ def read_fleet(source: str | Any, *, health_interval: float | None = None,
     if not os.path.isdir(runtime_dir):
         snap.notes.append(f"runtime directory {runtime_dir} does not exist (nothing has run "
                           f"here, or runtime_dir is set differently)")
-    snap.plan, note = read_plan(paths.plan)
+    snap.plan, note = load_plan(paths.plan)
     snap.notes.extend([note] if note else [])
     if snap.plan is not None:
         snap.plan_source = "plan.json"
     elif fallback_plan is not None:
         snap.plan, snap.plan_source = fallback_plan, "standalone"
-    snap.master, notes = read_master(os.path.join(runtime_dir, MASTER_FILE))
+    snap.master, notes = read_master(paths.master, snap.taken_at)
     snap.notes.extend(notes)
-    snap.workers, notes = read_health_dir(paths.workers)
+    snap.workers, notes = read_health_dir(paths.workers, snap.taken_at)
     snap.notes.extend(notes)
     pids = {h["pid"] for h in snap.workers.values() if isinstance(h.get("pid"), int)}
     if snap.master and isinstance(snap.master.get("pid"), int):
@@ -340,22 +223,39 @@ def _has_units(systemctl: str) -> bool:
 
 
 def read_configured_fleet(config: Any, **kwargs: Any) -> Snapshot:
-    """read_fleet for `routemq status` / `metrics`: with no plan.json (standalone workers),
-    the plan they compute from the configuration (worker_count and the application's
-    routes) says which instances should be running, so a cleanly stopped one shows as
-    missing. If the application cannot be loaded, the health files alone say it, noted."""
-    fallback, note = None, None
-    if not os.path.exists(RuntimePaths(config.runtime_dir).plan):
-        from routemq.registry import load_router
-        from routemq.worker import standalone_plan
-        try:
-            router = load_router(config.router_directory, config.app_root)
-            fallback = standalone_plan(router, config.worker_count)
-        except Exception as exc:  # the application's own import errors included
-            note = (f"no plan.json, and the application cannot be loaded to compute the "
-                    f"standalone plan ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
-                    f"the planned instances are those with health files")
-    snap = read_fleet(config, fallback_plan=fallback, **kwargs)
-    if note and os.path.isdir(config.runtime_dir):  # else "does not exist" says it all
-        snap.notes.append(note)
+    """read_fleet for `routemq status` / `metrics`, which never import the application (its
+    code may be anyone's, and status runs as root). With no plan.json (standalone workers),
+    the planned instances are 1..worker_count when it is a number, else those with health
+    files, and each holds the routes its health file reports (routes_held); a note says so."""
+    snap = read_fleet(config, **kwargs)
+    if snap.plan is not None or os.path.exists(RuntimePaths(config.runtime_dir).plan) \
+            or not os.path.isdir(config.runtime_dir):  # else "does not exist" says it all
+        return snap
+    found = {**snap.workers, **{i: {} for i in snap.units or {} if i not in snap.workers}}
+    snap.plan = standalone_plan(config.worker_count, found)
+    snap.plan_source = "standalone"
+    count = ("1..worker_count" if _count(config.worker_count) else
+             "those with health files" + (" or units" if snap.units else ""))
+    snap.notes.append(f"no plan.json: the planned instances are {count}, their routes those "
+                      f"their health files report")
     return snap
+
+
+def _count(worker_count: Any) -> int | None:
+    """worker_count as a number, or None ("auto" needs the application's routes)."""
+    if isinstance(worker_count, int) and not isinstance(worker_count, bool):
+        return worker_count if worker_count > 0 else None
+    text = str(worker_count).strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def standalone_plan(worker_count: Any, workers: dict[int, dict[str, Any]]) -> Plan:
+    """What standalone workers hold, as far as their health files tell (pure): instances
+    1..worker_count, or (worker_count "auto") those in `workers`.
+
+        >>> standalone_plan(2, {1: {"routes_held": ["a"]}, 3: {}}).assignments
+        {1: ('a',), 2: ()}
+    """
+    count = _count(worker_count)
+    instances = range(1, count + 1) if count else sorted(workers)
+    return Plan({i: tuple(workers.get(i, {}).get("routes_held") or ()) for i in instances})

@@ -1,24 +1,43 @@
 """Files under the runtime directory (/run/routemq): the plan, the master's and the workers'
-state.
+state, and the locks that keep one master per directory and one process per instance.
 
     <runtime_dir>/plan.json          written by the master, read by every worker
     <runtime_dir>/master.json        written by the master every tick (`routemq status`)
+    <runtime_dir>/master.lock        flock'ed by the running master
     <runtime_dir>/workers/<N>.json   written by worker N about once a second
+    <runtime_dir>/workers/<N>.lock   flock'ed by the process running instance N
 
-Writes are atomic (a temporary file in the same directory, then rename), so a reader
-never sees half a document.
+Writes are atomic (a temporary file in the same directory, then rename) with explicit modes
+(files 0644, directories 0755) whatever the umask, so a reader never sees half a document.
+
+Reads trust nothing: every file is opened without following a symbolic link and without
+blocking (a FIFO named workers/9.json must not hang anyone), must be a regular file of bounded
+size, and its keys are checked against what the writer writes. Whatever does not pass becomes
+a one-line note ("workers/3.json: ignored invalid rate (want a number >= 0)"), never an
+exception.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
+import math
 import os
+import stat
 import tempfile
-from typing import Any
+import time
+from typing import Any, Callable
 
 from routemq.plan import Plan
 
 log = logging.getLogger("routemq.runtime")
+
+DIR_MODE, FILE_MODE = 0o755, 0o644
+MAX_DOC_BYTES = 1 << 20    # a health file or master.json is a few kB
+MAX_PLAN_BYTES = 16 << 20  # thousands of routes on hundreds of instances fit easily
+CLOCK_SKEW = 5.0           # seconds a file's updated_at may be ahead of our clock
+MASTER_FRESH = 5.0         # master.json younger than this (seconds): its master is running
 
 
 class RuntimePaths:
@@ -26,20 +45,44 @@ class RuntimePaths:
         self.root = runtime_dir
         self.plan = os.path.join(runtime_dir, "plan.json")
         self.master = os.path.join(runtime_dir, "master.json")
+        self.master_lock = os.path.join(runtime_dir, "master.lock")
         self.workers = os.path.join(runtime_dir, "workers")
 
     def health(self, instance: int) -> str:
         return os.path.join(self.workers, f"{instance}.json")
 
+    def instance_lock(self, instance: int) -> str:
+        return os.path.join(self.workers, f"{instance}.lock")
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+def ensure_dir(path: str) -> None:
+    """Create `path` and its missing parents as 0755 whatever the umask (os.makedirs' mode is
+    masked by it: with umask 000 the runtime directory would be world-writable). An existing
+    directory is left as it is."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if parent != path:
+        ensure_dir(parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return  # made by another process meanwhile: its mode is its creator's business
+    os.chmod(path, DIR_MODE)
+
 
 def write_text_atomic(path: str, text: str) -> None:
     directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
+    ensure_dir(directory)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o644)  # readable by `routemq status` run by any operator
+        os.chmod(tmp, FILE_MODE)  # readable by `routemq status` run by any operator
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -53,41 +96,328 @@ def write_json_atomic(path: str, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, separators=(",", ":"), sort_keys=True))
 
 
+# --- reading ----------------------------------------------------------------------------------
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+StatCheck = Callable[[os.stat_result], "str | None"]
+
+
+def read_bytes(path: str, limit: int = MAX_DOC_BYTES, check: StatCheck | None = None
+               ) -> tuple[bytes | None, str | None]:
+    """(content, None); (None, None) when there is no file; (None, why it is not read).
+
+    `check` judges the opened file's fstat (the file read is the file judged)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "a symbolic link, not read"
+        return None, f"cannot read: {exc.strerror or exc}"
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a file")
+            return None, f"not a regular file ({kind}), not read"
+        problem = check(st) if check is not None else None
+        if problem:
+            return None, problem
+        if st.st_size > limit:
+            return None, f"{st.st_size} bytes, over the {limit}-byte limit, not read"
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:  # grew after fstat
+            return None, f"over the {limit}-byte limit, not read"
+        return b"".join(chunks), None
+    except OSError as exc:
+        return None, f"cannot read: {exc.strerror or exc}"
+    finally:
+        os.close(fd)
+
+
+def load_json(path: str, name: str, limit: int = MAX_DOC_BYTES) -> tuple[Any, str | None]:
+    """(document, None), (None, None) when the file does not exist, or (None, a note) that
+    starts with `name`."""
+    data, problem = read_bytes(path, limit)
+    if data is None:
+        return None, f"{name}: {problem}" if problem else None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, f"{name}: not UTF-8 text"
+    if not text.strip():
+        return None, f"{name}: empty file"
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, f"{name}: not valid JSON (nested too deeply)"
+    except ValueError as exc:  # also an integer of more than 4,300 digits
+        return None, f"{name}: not valid JSON ({exc})"
+
+
 def read_json(path: str) -> Any:
-    """The document at `path`, or None when it is missing or unreadable (being replaced)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    """The document at `path`, or None when it is missing or unusable."""
+    return load_json(path, os.path.basename(path))[0]
 
 
-def read_plan(path: str) -> Plan | None:
-    """The plan file, or None when there is none; a broken file is logged and ignored."""
+# --- what the documents may hold (pure) -------------------------------------------------------
+
+Check = tuple[Callable[[Any], bool], str]  # (the test, what a good value is)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63
+
+
+def _is_number(v: Any) -> bool:
+    # bool is no number; an int too large for a float would raise in float() later
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+COUNT: Check = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+POSITIVE: Check = (lambda v: _is_int(v) and v > 0, "an integer > 0")
+AMOUNT: Check = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
+TEXT: Check = (lambda v: isinstance(v, str), "a string")
+FLAG: Check = (lambda v: isinstance(v, bool), "true or false")
+TEXTS: Check = (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                "a list of strings")
+
+
+def _object_of(fields: dict[str, Check], what: str) -> Check:
+    """An object whose values are objects; the listed fields, where present, pass."""
+    def test(v: Any) -> bool:
+        return isinstance(v, dict) and all(
+            isinstance(entry, dict) and all(f[0](entry[k]) for k, f in fields.items()
+                                            if k in entry)
+            for entry in v.values())
+    return test, what
+
+
+ROUTE_STATS = {"processed": COUNT, "errors": COUNT, "avg_ms": AMOUNT, "p50_ms": AMOUNT,
+               "p99_ms": AMOUNT, "max_ms": AMOUNT}
+# Worker.health() and WorkerMetrics.snapshot(). Keys not listed pass unchecked: a newer
+# writer's addition is the business of its reader.
+HEALTH: dict[str, Check] = {
+    "instance": POSITIVE, "pid": POSITIVE, "client_id": TEXT, "state": TEXT,
+    "connected": FLAG, "subscriptions": TEXTS, "routes_held": TEXTS,
+    "inflight": COUNT, "queued": COUNT, "reconnects": COUNT, "rss_bytes": COUNT,
+    "cpu_seconds": AMOUNT, "started_at": AMOUNT, "updated_at": AMOUNT, "plan_version": COUNT,
+    "received": COUNT, "processed": COUNT, "errors": COUNT, "unrouted": COUNT,
+    "rejected": COUNT, "rate": AMOUNT,
+    "routes": _object_of(ROUTE_STATS, "an object of per-route figures"),
+}
+# Master.snapshot().
+MASTER: dict[str, Check] = {
+    "pid": POSITIVE, "hostname": TEXT, "group": TEXT, "backend": TEXT,
+    "started_at": AMOUNT, "updated_at": AMOUNT, "plan_version": COUNT,
+    "instances": (lambda v: isinstance(v, list), "a list"),  # entries filtered below
+    "members": (lambda v: isinstance(v, list), "a list"),
+    "handover": FLAG,
+    "restarts": (lambda v: isinstance(v, dict) and all(COUNT[0](n) for n in v.values()),
+                 "an object of counts"),
+    "autoscaler": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "load": (lambda v: isinstance(v, dict) and all(AMOUNT[0](v[k]) for k in
+                                                   ("rate", "cpu_percent", "backlog") if k in v),
+             "an object of numbers >= 0"),
+    "warnings": TEXTS,
+    "sessions": _object_of({"state": TEXT, "since": AMOUNT, "detail": TEXT},
+                           'an object of {"state", "since", "detail"}'),
+}
+
+
+def clean(doc: dict[str, Any], checks: dict[str, Check]) -> tuple[dict[str, Any], list[str]]:
+    """`doc` without the keys whose value fails its check, and one phrase per dropped key."""
+    bad = [k for k, (test, _) in checks.items() if k in doc and not test(doc[k])]
+    return ({k: v for k, v in doc.items() if k not in bad},
+            [f"{k} (want {checks[k][1]})" for k in bad])
+
+
+def _future(doc: dict[str, Any], now: float) -> str | None:
+    updated = doc.get("updated_at")
+    if isinstance(updated, (int, float)) and updated > now + CLOCK_SKEW:
+        return (f"updated_at is {updated - now:.0f}s in the future (more than the {CLOCK_SKEW:.0f}s "
+                f"allowed for clock skew); ignored")
+    return None
+
+
+def check_health(doc: Any, name: str, instance: int, now: float
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """A worker's health document made safe to use: {} when it is unusable as a whole
+    (status shows the instance, nothing counts it alive), else every key of the wrong type
+    dropped. The file name says which instance it is."""
+    if not isinstance(doc, dict):
+        return {}, [f"{name}: not a JSON object"]
+    doc, bad = clean(doc, HEALTH)
+    future = _future(doc, now)
+    if future:
+        return {}, [f"{name}: {future}"]
+    notes = []
+    missing = [k for k in ("pid", "updated_at") if k not in doc and not
+               any(b.startswith(k + " ") for b in bad)]
+    if missing or bad:
+        notes.append(f"{name}: " + "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else [])
+            + ([f"ignored invalid {', '.join(bad)}"] if bad else [])))
+    if doc.get("instance", instance) != instance:
+        notes.append(f"{name}: says instance {doc.get('instance')!r}; the file name wins")
+    doc["instance"] = instance
+    return doc, notes
+
+
+def check_master(doc: Any, now: float) -> tuple[dict[str, Any] | None, list[str]]:
+    """master.json made safe to use: None when unusable, else bad keys dropped and
+    instances / members reduced to positive integers."""
+    name = "master.json"
+    if not isinstance(doc, dict):
+        return None, [f"{name}: not a JSON object"]
+    doc, bad = clean(doc, MASTER)
+    future = _future(doc, now)
+    if future:
+        return None, [f"{name}: {future}"]
+    notes = [f"{name}: ignored invalid {', '.join(bad)}"] if bad else []
+    for key in ("instances", "members"):
+        if key in doc:
+            good = [i for i in doc[key] if POSITIVE[0](i)]
+            if len(good) != len(doc[key]):
+                notes.append(f"{name}: {key} holds something other than positive integers")
+            doc[key] = sorted(set(good))
+    return doc, notes
+
+
+# --- the documents ----------------------------------------------------------------------------
+
+def read_health(path: str, instance: int, now: float | None = None
+                ) -> tuple[dict[str, Any] | None, list[str]]:
+    """Worker `instance`'s health file: (None, []) when there is none, ({}, notes) when it
+    cannot be used, else the checked document and notes on what was dropped."""
+    name = f"workers/{os.path.basename(path)}"
+    doc, note = load_json(path, name)
+    if note:
+        return {}, [note]
+    if doc is None:
+        return None, []
+    return check_health(doc, name, instance, time.time() if now is None else now)
+
+
+def read_health_dir(directory: str, now: float | None = None
+                    ) -> tuple[dict[int, dict[str, Any]], list[str]]:
+    """Each workers/<N>.json as instance -> checked document ({} when unusable). Other names
+    (temporaries, locks) are skipped."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return Plan.from_json(f.read())
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return {}, []
+    except OSError as exc:
+        return {}, [f"workers/: cannot list: {exc.strerror or exc}"]
+    now = time.time() if now is None else now
+    workers: dict[int, dict[str, Any]] = {}
+    notes: list[str] = []
+    for name in sorted(names, key=lambda n: (len(n), n)):
+        stem, dot, ext = name.partition(".")
+        if not (ext == "json" and stem.isascii() and stem.isdigit() and int(stem) > 0):
+            continue
+        # A worker that stops cleanly deletes its file: between listdir and open it may be
+        # gone, which is "no file", not a problem.
+        doc, found = read_health(os.path.join(directory, name), int(stem), now)
+        notes.extend(found)
+        if doc is not None:
+            workers[int(stem)] = doc
+    return workers, notes
+
+
+def read_master(path: str, now: float | None = None) -> tuple[dict[str, Any] | None, list[str]]:
+    """master.json checked (see check_master); (None, notes) when missing or unusable."""
+    doc, note = load_json(path, "master.json")
+    if doc is None:
+        return None, [note] if note else []
+    return check_master(doc, time.time() if now is None else now)
+
+
+# --- the plan ---------------------------------------------------------------------------------
+
+def _untrusted(st: os.stat_result, directory: os.stat_result) -> str | None:
+    """Why a worker must not follow a plan file with this owner and mode in a directory with
+    that owner and mode, or None."""
+    ours = (os.geteuid(), 0)
+    if st.st_uid not in ours:
+        return f"owned by uid {st.st_uid}, neither this user ({os.geteuid()}) nor root"
+    if st.st_mode & 0o022:
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if directory.st_mode & 0o022 and not (directory.st_mode & stat.S_ISVTX
+                                          and directory.st_uid in ours):
+        return (f"in a directory writable by others (mode "
+                f"{stat.S_IMODE(directory.st_mode):04o}): anyone could replace it")
+    return None
+
+
+def plan_problem(path: str) -> str | None:
+    """Why the plan at `path` is not to be trusted (owner, mode, its directory), or None (also
+    when there is no plan)."""
+    try:
+        st = os.lstat(path)
+        directory = os.stat(os.path.dirname(os.path.abspath(path)))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable plan %s: %s", path, exc)
-        return None
+    except OSError as exc:
+        return f"cannot check: {exc.strerror or exc}"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link"
+    return _untrusted(st, directory)
 
 
-MASTER_FRESH = 5.0  # master.json younger than this (seconds): its master is running
+def load_plan(path: str, trusted_only: bool = False) -> tuple[Plan | None, str | None]:
+    """(plan, None); (None, None) when there is no plan; (None, "plan.json: why") when there is
+    one that cannot be used (or, with `trusted_only`, is not trusted: see plan_problem)."""
+    check = None
+    if trusted_only:
+        try:
+            directory = os.stat(os.path.dirname(os.path.abspath(path)))
+        except OSError as exc:
+            return None, f"plan.json: cannot check its directory: {exc.strerror or exc}"
+        check = lambda st: _untrusted(st, directory)  # noqa: E731
+    data, problem = read_bytes(path, MAX_PLAN_BYTES, check)
+    if data is None:
+        return None, f"plan.json: {problem}" if problem else None
+    try:
+        return Plan.from_json(data), None
+    except RecursionError:
+        return None, "plan.json: ignored: nested too deeply"
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"plan.json: ignored: {exc}"
 
+
+def read_plan(path: str, trusted_only: bool = False) -> Plan | None:
+    """The plan, or None when there is none or it cannot be used (logged as one warning that
+    says why)."""
+    plan, note = load_plan(path, trusted_only)
+    if note:
+        log.warning("refusing %s: %s", path, note.removeprefix("plan.json: "))
+    return plan
+
+
+# --- the master -------------------------------------------------------------------------------
 
 def running_master(paths: RuntimePaths, now: float) -> int | None:
     """The pid of the master that owns this runtime directory now (its process exists and
     master.json is fresh), else None."""
-    doc = read_json(paths.master)
-    if not isinstance(doc, dict):
+    doc, _ = read_master(paths.master, now)
+    pid, updated = (doc or {}).get("pid"), (doc or {}).get("updated_at")
+    if pid is None or updated is None:
         return None
-    try:
-        pid, updated = int(doc.get("pid") or 0), float(doc.get("updated_at") or 0)
-    except (TypeError, ValueError):
-        return None
-    return pid if pid > 0 and now - updated < MASTER_FRESH and pid_alive(pid) else None
+    return pid if now - updated < MASTER_FRESH and pid_alive(pid) else None
+
+
+def master_lock_holder(paths: RuntimePaths) -> int | None:
+    """The pid of the process that holds <runtime_dir>/master.lock (0: held, pid not written
+    yet), or None when no master holds it."""
+    return lock_holder(paths.master_lock)
 
 
 def pid_alive(pid: int) -> bool:
@@ -98,3 +428,98 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+# --- locks ------------------------------------------------------------------------------------
+
+class FileLock:
+    """An exclusive flock(2) on `path`, held as long as this object keeps the file open: the
+    kernel releases it when the process ends, kill -9 included, so a lock is never stale.
+    The holder's pid is written into the file, for messages only (see lock_holder).
+
+        lock = FileLock(paths.master_lock)
+        if not lock.try_acquire():
+            sys.exit(f"another master (pid {lock_holder(lock.path)}) is running")
+    """
+
+    RETRIES = 3  # lock_holder() takes a shared lock for a moment; do not mistake it for a holder
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_acquire(self) -> bool:
+        """True when this process now holds the lock, False when another holds it; never
+        waits for the holder. OSError when the file cannot be opened (not a regular file,
+        a symbolic link, no permission)."""
+        if self._fd is not None:
+            return True
+        ensure_dir(os.path.dirname(self.path) or ".")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NONBLOCK, FILE_MODE)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", self.path)
+            for attempt in range(self.RETRIES):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == self.RETRIES - 1:
+                        os.close(fd)
+                        return False
+                    time.sleep(0.01)
+            if st.st_uid == os.geteuid():
+                os.fchmod(fd, FILE_MODE)  # whatever the umask made of O_CREAT's mode
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # no stale pid for the next reader
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def __enter__(self) -> FileLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_holder(path: str) -> int | None:
+    """The pid written by the process holding the lock at `path`; 0 when it is held but the
+    holder has not written its pid yet; None when nobody holds it (or it cannot be checked)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None  # we could lock it: nobody holds it (closing fd releases ours)
+        except BlockingIOError:
+            pass
+        for _ in range(20):  # the holder writes its pid just after taking the lock
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            if text.isdigit() and int(text) > 0:
+                return int(text)
+            time.sleep(0.01)
+        return 0
+    finally:
+        os.close(fd)

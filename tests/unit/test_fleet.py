@@ -68,7 +68,12 @@ def test_reads_plan_master_and_health_files(tmp_path):
     ("[1, 2]", "workers/3.json: not a JSON object"),
     (b"\xff\xfe", "workers/3.json: not UTF-8 text"),
     ('{"state": "running"}', "workers/3.json: missing pid, updated_at"),
-    ('{"pid": "12", "updated_at": 1.0}', "workers/3.json: wrong type: pid"),
+    ('{"pid": "12", "updated_at": 1.0}',
+     "workers/3.json: ignored invalid pid (want an integer > 0)"),
+    ('{"pid": 0, "updated_at": 1.0}', "workers/3.json: ignored invalid pid (want an integer > 0)"),
+    ('{"pid": 5, "updated_at": NaN}',
+     "workers/3.json: ignored invalid updated_at (want a number >= 0)"),
+    ("[" * 100_000, "workers/3.json: not valid JSON (nested too deeply)"),
 ])
 def test_a_bad_health_file_is_shown_and_noted(tmp_path, content, note):
     path = tmp_path / "workers" / "3.json"
@@ -90,7 +95,7 @@ def test_the_file_name_says_which_instance(tmp_path):
 def test_a_health_file_that_cannot_be_read_is_noted(tmp_path):
     (tmp_path / "workers" / "1.json").mkdir(parents=True)  # EISDIR: an OSError, even as root
     snap = read_fleet(str(tmp_path), units=False)
-    assert snap.notes == ["workers/1.json: cannot read: Is a directory"]
+    assert snap.notes == ["workers/1.json: not a regular file (a directory), not read"]
     assert build_status(snap)["workers"][0]["state"] == "unreadable"
 
 
@@ -109,10 +114,9 @@ def test_master_keys_of_the_wrong_type_are_dropped(tmp_path):
                                      "updated_at": "soon", "restarts": {"1": 2}})
     snap = read_fleet(str(tmp_path), units=False)
     assert snap.master == {"pid": 7, "instances": [1, 3], "restarts": {"1": 2}}
-    assert sorted(snap.notes) == [
-        "master.json: backend has the wrong type, ignored",
-        "master.json: instances holds something other than positive integers",
-        "master.json: updated_at has the wrong type, ignored"]
+    assert snap.notes == [
+        "master.json: ignored invalid backend (want a string), updated_at (want a number >= 0)",
+        "master.json: instances holds something other than positive integers"]
 
 
 def test_read_fleet_takes_a_configuration(tmp_path):
@@ -244,20 +248,53 @@ class Config:
             "app.routers", 1.0, "g"
 
 
-def test_standalone_workers_are_planned_from_the_configuration(tmp_path, monkeypatch):
-    monkeypatch.setenv("TEST_OUT", str(tmp_path))  # the test application records here
-    snap = read_configured_fleet(Config(str(tmp_path / "run"), str(APP)), units=False)
-    assert snap.plan_source == "standalone" and sorted(snap.plan.assignments) == [1, 2, 3]
-    assert build_status(snap)["health"]["total_workers"] == 3
+def test_without_plan_the_instances_are_1_to_worker_count(tmp_path):
+    now = time.time()
+    write(tmp_path / "workers" / "2.json", {"pid": os.getpid(), "updated_at": now,
+                                             "state": "running", "connected": True,
+                                             "routes_held": ["shared:a", "single:b"]})
+    snap = read_configured_fleet(Config(str(tmp_path), str(APP), worker_count=3), units=False)
+    assert snap.plan_source == "standalone"
+    assert snap.plan.assignments == {1: (), 2: ("shared:a", "single:b"), 3: ()}
+    assert snap.notes == ["no plan.json: the planned instances are 1..worker_count, their "
+                          "routes those their health files report"]
+    s = build_status(snap)
+    assert (s["health"]["total_workers"], s["health"]["healthy_workers"]) == (3, 1)
 
 
-def test_an_application_that_does_not_load_is_a_note(tmp_path):
-    write(tmp_path / "run" / "workers" / "1.json", {"pid": os.getpid(),
-                                                   "updated_at": time.time()})
-    snap = read_configured_fleet(Config(str(tmp_path / "run"), str(tmp_path)), units=False)
-    assert snap.plan is None and sorted(snap.workers) == [1]
-    assert "the application cannot be loaded" in snap.notes[-1]
+def test_without_plan_and_auto_the_health_files_say_which(tmp_path):
+    write(tmp_path / "workers" / "1.json", {"pid": os.getpid(), "updated_at": time.time(),
+                                             "state": "running", "connected": True})
+    snap = read_configured_fleet(Config(str(tmp_path), str(APP), worker_count="auto"),
+                                 units=False)
+    assert snap.plan.assignments == {1: ()} and sorted(snap.workers) == [1]
+    assert "the planned instances are those with health files" in snap.notes[-1]
     assert build_status(snap)["health"]["status"] == "healthy"  # 1 of the 1 it knows
+
+
+def test_status_never_imports_the_application(tmp_path):
+    """An application whose router module leaves a marker when imported: status reads the
+    runtime directory only (it runs as root; the application is anyone's code)."""
+    marker = tmp_path / "imported"
+    routers = tmp_path / "app" / "app" / "routers"
+    routers.mkdir(parents=True)
+    (tmp_path / "app" / "app" / "__init__.py").write_text("")
+    (routers / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (tmp_path / "run").mkdir()
+    for worker_count in (2, "auto"):
+        snap = read_configured_fleet(Config(str(tmp_path / "run"), str(tmp_path / "app"),
+                                            worker_count), units=False)
+        assert snap.plan_source == "standalone"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MQTT_", "ROUTEMQ_"))}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]), ROUTEMQ_CONFIG=os.devnull,
+               ROUTEMQ_RUNTIME_DIR=str(tmp_path / "run"),
+               ROUTEMQ_CONFIG_DIR=str(tmp_path / "conf.d"))
+    for command in (["status", "--json"], ["metrics"]):
+        done = subprocess.run([sys.executable, "-m", "routemq", *command], env=env,
+                              cwd=str(tmp_path / "app"), capture_output=True, text=True,
+                              timeout=60)
+        assert done.stdout and "Traceback" not in done.stderr, done.stderr
+    assert not marker.exists()
 
 
 def test_a_plan_file_means_the_application_is_not_loaded(tmp_path):
