@@ -5,26 +5,56 @@ decides the plan, so a back end only has to make processes exist or go away:
 
     backend.start(3)   # `routemq worker --instance 3` as a child, or routemq-worker@3.service
     backend.stop(3)    # SIGTERM: the worker hands its routes over, drains and exits
-    backend.poll()     # child processes: restart the ones that died (systemd does it itself)
+    backend.poll()     # child processes: restart the ones that died or stalled (systemd
+                       # does both itself: Restart=on-failure, WatchdogSec)
+
+Child processes die with their parent (PR_SET_PDEATHSIG): a kill -9 of `routemq run` must not
+leave workers behind that a new `routemq run` would then fight for their client ids.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections import deque
-from typing import Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from routemq.fleet import UNIT_TEMPLATE, UnitState, list_worker_units, query_units
 from routemq.notify import child_environment
+from routemq.runtime import RuntimePaths, read_health
 
 log = logging.getLogger("routemq.backend")
 
 EXIT_CONFIG = 2           # the worker's "bad configuration": restarting cannot help
 RESTART_BURST = 5         # at most this many restarts of one instance ...
 RESTART_INTERVAL = 60.0   # ... within this many seconds (systemd's StartLimitBurst/Interval)
+STALL_AFTER = 10.0        # seconds without a health update: stalled (the unit's WatchdogSec)
+# States in which a worker does not write its health file on schedule, by design: it waits
+# for its plan before its loop runs, or it is stopping (SIGTERM; its drain is bounded).
+NOT_JUDGED = ("starting", "joining", "stopping", "draining")
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A preexec_fn that makes the child receive `sig` when the thread that started it ends
+    (PR_SET_PDEATHSIG), or None where prctl is not available. libc is looked up here, in the
+    parent: between fork and exec the child only makes the call."""
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os.kill(os.getpid(), sig)
+    return preexec
 
 
 class Backend(Protocol):
@@ -68,24 +98,33 @@ class WorkerHandle:
 
 def spawn_worker(instance: int, environ: Mapping[str, str],
                  python: str = sys.executable) -> WorkerHandle:
+    """`routemq worker --instance N` as a child that gets SIGTERM (drain and exit) when the
+    thread that started it ends: start workers from a thread that lives as long as they do
+    (`routemq run` and WorkerManager use the main thread)."""
     proc = subprocess.Popen([python, "-m", "routemq", "worker", "--instance", str(instance)],
-                            env=child_environment(environ))
+                            env=child_environment(environ), preexec_fn=die_with_parent())
     return WorkerHandle(instance, proc)
 
 
 class ProcessBackend:
     """Workers as child processes, restarted when they die, as systemd's Restart=on-failure
     would: not after a clean exit (0) or a configuration error (2), and not more than
-    RESTART_BURST times a minute."""
+    RESTART_BURST times a minute. With `runtime_dir`, a worker whose health file stops being
+    updated is killed and restarted, as systemd's watchdog would (see stalled())."""
 
     name = "processes"
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[str, str], runtime_dir: str | None = None,
+                 stall_after: float = STALL_AFTER) -> None:
         self.environ = dict(environ)
+        self.paths = RuntimePaths(runtime_dir) if runtime_dir else None
+        self.stall_after = stall_after
         self.handles: dict[int, WorkerHandle] = {}
         self._stopping: dict[int, WorkerHandle] = {}
         self._restarts: dict[int, int] = {}
         self._recent: dict[int, deque[float]] = {}
+        # instance -> (pid, the health file's updated_at, monotonic time it was first seen)
+        self._last_update: dict[int, tuple[int, float, float]] = {}
         self.failed: dict[int, str] = {}  # instance -> why it is no longer restarted
 
     def start(self, instance: int) -> None:
@@ -101,8 +140,29 @@ class ProcessBackend:
             handle.terminate()
             self._stopping[instance] = handle
 
+    def stalled(self, instance: int, handle: WorkerHandle, now: float) -> float | None:
+        """Seconds since worker `instance` last updated its health file, when that is more
+        than stall_after; else None. Judged by our monotonic clock from the moment a new
+        updated_at was first seen, so a wall-clock jump kills nobody. A worker is not judged
+        before its health file carries its own pid (it is still starting) nor while it
+        says it is starting or stopping (NOT_JUDGED)."""
+        if self.paths is None:
+            return None
+        doc, _ = read_health(self.paths.health(instance), instance)
+        if not doc or doc.get("pid") != handle.pid or "updated_at" not in doc \
+                or doc.get("state") in NOT_JUDGED:
+            self._last_update.pop(instance, None)
+            return None
+        seen = self._last_update.get(instance)
+        if seen is None or seen[:2] != (handle.pid, doc["updated_at"]):
+            self._last_update[instance] = (handle.pid, doc["updated_at"], now)
+            return None
+        silent = now - seen[2]
+        return silent if silent > self.stall_after else None
+
     def poll(self) -> list[int]:
-        """Reap stopped workers and restart dead ones; return the restarted instances."""
+        """Reap stopped workers, kill stalled ones, restart dead ones; return the restarted
+        instances."""
         for i, handle in list(self._stopping.items()):
             if not handle.is_alive():
                 del self._stopping[i]
@@ -111,7 +171,16 @@ class ProcessBackend:
         for i, handle in list(self.handles.items()):
             code = handle.exitcode
             if code is None:
-                continue
+                silent = self.stalled(i, handle, now)
+                if silent is None:
+                    continue
+                log.error("worker %d (pid %d) stalled: no health update for %.0fs; killing it",
+                          i, handle.pid, silent)
+                handle.proc.kill()
+                code = handle.join(5)
+                self._last_update.pop(i, None)
+                if code is None:
+                    continue  # not reaped yet (uninterruptible sleep): the next poll sees it
             if code == 0:
                 # A clean exit is someone's SIGTERM (an operator, or the autoscaler of
                 # another master): the instance has left the plan; like systemd's

@@ -1,17 +1,39 @@
 """The embedded default broker: a private mosquitto on a free loopback port, for `routemq run`
 when no MQTT_BROKER is configured. Development only: anonymous, loopback, removed on exit.
+
+Configured for the at-least-once guarantee (see BROKER_SETTINGS): mosquitto's default
+max_queued_messages 1000 drops, silently, what a stopped worker's session should keep.
+It gets SIGTERM when `routemq run` dies (PR_SET_PDEATHSIG), even of kill -9.
 """
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 
+from routemq.backends import die_with_parent
+
 log = logging.getLogger("routemq.embedded")
+
+# What a persistent session needs so the broker keeps its QoS 1 messages while the worker is
+# offline (restarting, stopped, SIGSTOP'ed), from mosquitto.conf(5):
+BROKER_SETTINGS = (
+    # Per client, beyond those in flight. Far above any max_inflight; 0 would mean no
+    # limit at all, which mosquitto's manual advises against.
+    ("max_queued_messages", "1000000"),
+    ("max_queued_bytes", "0"),          # no byte limit (the default, stated)
+    ("persistence", "true"),            # sessions and queued messages survive a restart
+    ("autosave_interval", "10"),        # a broker crash loses at most ~10 s of them (1800)
+    ("autosave_on_changes", "false"),   # ... counted in seconds, not changes
+    # true makes 2.0.21 drop shared-subscription messages queued for an offline member
+    ("per_listener_settings", "false"),
+    ("queue_qos0_messages", "false"),   # QoS 0 promises nothing; do not crowd the queue
+)
 
 CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto")
 
@@ -54,12 +76,15 @@ class EmbeddedBroker:
             # `user`: mosquitto started as root drops to "mosquitto", which could not write
             # its persistence file here; stay the user we are.
             f.write(f"user {_user()}\nlistener {self.port} {self.host}\nallow_anonymous true\n"
-                    f"persistence true\npersistence_location {self.directory}/\n"
-                    f"log_dest file {self.directory}/mosquitto.log\n")
+                    f"persistence_location {self.directory}/\n"
+                    f"log_dest file {self.directory}/mosquitto.log\n"
+                    f"pid_file {self.directory}/mosquitto.pid\n"
+                    + "".join(f"{key} {value}\n" for key, value in BROKER_SETTINGS))
         # Its own session: Ctrl-C in the terminal must not stop the broker before the workers
-        # have drained into it.
+        # have drained into it. But it must not outlive us.
         self.proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=die_with_parent(signal.SIGTERM))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -4,6 +4,10 @@ The master and N workers (child processes `routemq worker --instance i`), a dead
 restarted (the seed's WorkerHealthMonitor), and, when no MQTT_BROKER is configured, a private
 mosquitto on a free loopback port (the embedded default).
 
+One `routemq run` (or `routemq master`) per runtime directory: a second one exits 1 at once,
+before it starts a broker or a worker. Its children die with it: kill -9 of `routemq run`
+sends SIGTERM to every worker (they drain into the broker) and to the private broker.
+
 Stopping (Ctrl-C or SIGTERM), in this order:
 1. the master's loop ends and master.json goes, so workers do not wait for a hand-over;
 2. every worker gets SIGTERM, drains its in-flight messages and exits (SIGKILL after
@@ -15,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from routemq.backends import ProcessBackend
 from routemq.embedded import EmbeddedBroker, EmbeddedBrokerError
 from routemq.master import Master, MasterError
 from routemq.router import Router
+from routemq.runtime import RuntimePaths, ensure_dir, master_lock_holder, running_master
 from routemq.worker import UNSUBACK_WAIT
 
 log = logging.getLogger("routemq.run")
@@ -28,8 +34,32 @@ log = logging.getLogger("routemq.run")
 STOP_MARGIN = 10.0
 
 
+def other_master(paths: RuntimePaths) -> str | None:
+    """Why this runtime directory is taken (one line), or None. The lock is the rule; a
+    fresh master.json of a live pid also counts (a master of a version without the lock)."""
+    holder = master_lock_holder(paths)
+    if holder is None:
+        holder = running_master(paths, time.time())
+    if holder is None:
+        return None
+    return (f"another master (pid {holder or 'unknown'}) is running on {paths.root}; "
+            f"stop it first, or give this one its own runtime_dir")
+
+
 def run(config: Any, router: Router, workers: int | None = None) -> int:
-    """0 after a clean stop; 1 when the broker or the runtime directory is unavailable."""
+    """0 after a clean stop; 1 when another master runs here or the broker is unavailable;
+    2 when the runtime directory cannot be made."""
+    paths = RuntimePaths(config.runtime_dir)
+    taken = other_master(paths)
+    if taken:
+        log.error("%s", taken)
+        return 1
+    try:
+        ensure_dir(paths.workers)  # 0755 whatever the umask, before anyone writes in it
+    except OSError as exc:
+        log.error("cannot create the runtime directory %s: %s", paths.workers,
+                  exc.strerror or exc)
+        return 2
     children = config.environment()
     broker = None
     if not config.mqtt_broker:
@@ -41,7 +71,7 @@ def run(config: Any, router: Router, workers: int | None = None) -> int:
             return 1
         children.update(MQTT_BROKER=broker.host, MQTT_PORT=str(broker.port))
     children["ROUTEMQ_RUNTIME_DIR"] = config.runtime_dir
-    backend = ProcessBackend({**os.environ, **children})
+    backend = ProcessBackend({**os.environ, **children}, runtime_dir=config.runtime_dir)
     master = Master(config, router, backend, workers=workers)
     try:
         master.claim()

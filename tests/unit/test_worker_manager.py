@@ -1,4 +1,15 @@
-"""The seed's WorkerManager unit tests, against our API (no processes started)."""
+"""The seed's WorkerManager unit tests, against our API, and its child-process back end
+(the watchdog, parent death) with real stand-in processes; no broker."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from routemq import backends
+from routemq.backends import ProcessBackend, WorkerHandle
 from routemq.router import Route, Router
 from routemq.worker_manager import WorkerManager
 
@@ -41,14 +52,11 @@ def test_shared_subscription_topic_format():
 
 
 def test_unknown_backend_is_refused():
-    import pytest
     with pytest.raises(ValueError, match="backend must be"):
         WorkerManager(Router(), "g", backend="docker")
 
 
 def test_application_loads_the_routes_and_its_manager(monkeypatch):
-    import os
-
     from routemq.application import Application
     root = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "iot")
     monkeypatch.setenv("ROUTEMQ_CONFIG", os.devnull)
@@ -62,3 +70,129 @@ def test_application_loads_the_routes_and_its_manager(monkeypatch):
     # what a child worker gets: the settings given here, as environment variables
     assert manager.environ["WORKER_COUNT"] == "5"
     assert manager.environ["ROUTEMQ_APP_ROOT"] == os.path.abspath(root)
+
+
+# --- the child-process back end: watchdog and parent death (real processes, no broker) ---
+
+# A stand-in worker: writes its health file like a worker's ticker, `beats` times every
+# 0.1 s, then blocks (a stalled loop); state and pid as given (pid "own": its own).
+FAKE_WORKER = """
+import json, os, sys, time
+path, beats, state, pid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+for n in range(10**9):
+    if n < beats:
+        doc = {"pid": os.getpid() if pid == "own" else int(pid), "state": state,
+               "updated_at": time.time()}
+        open(path + ".tmp", "w").write(json.dumps(doc))
+        os.replace(path + ".tmp", path)
+    time.sleep(0.1)
+"""
+
+
+@pytest.fixture
+def fake_spawn(tmp_path, monkeypatch):
+    """backends.spawn_worker replaced by FAKE_WORKER; returns the per-instance settings."""
+    settings = {}
+    (tmp_path / "workers").mkdir()
+
+    def spawn(instance, environ, python=sys.executable):
+        beats, state, pid = settings.get(instance, (10**9, "running", "own"))
+        proc = subprocess.Popen([python, "-c", FAKE_WORKER,
+                                  str(tmp_path / "workers" / f"{instance}.json"), str(beats),
+                                  state, pid])
+        return WorkerHandle(instance, proc)
+    monkeypatch.setattr(backends, "spawn_worker", spawn)
+    return settings
+
+
+def poll_until(backend, condition, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        backend.poll()
+        time.sleep(0.05)
+
+
+def test_a_stalled_worker_is_killed_and_restarted(tmp_path, fake_spawn, caplog):
+    fake_spawn[1] = (3, "running", "own")  # three health writes, then a blocked loop
+    backend = ProcessBackend({}, runtime_dir=str(tmp_path), stall_after=1.0)
+    backend.start(1)
+    backend.start(2)  # keeps writing: never judged stalled
+    first, steady = backend.handles[1], backend.handles[2]
+    try:
+        poll_until(backend, lambda: backend.restarts() == {1: 1})
+        assert first.exitcode == -signal.SIGKILL and backend.handles[1] is not first
+        assert backend.handles[2] is steady and steady.is_alive()
+        assert any(r.getMessage().startswith(f"worker 1 (pid {first.pid}) stalled: no health "
+                                             "update for 1s; killing it")
+                   for r in caplog.records)
+    finally:
+        backend.stop_all(5)
+
+
+@pytest.mark.parametrize("state, pid", [("running", "1"), ("stopping", "own"),
+                                        ("joining", "own")])
+def test_a_worker_is_not_judged_before_its_own_file_or_while_stopping(tmp_path, fake_spawn,
+                                                                      state, pid):
+    """A file with another pid is the previous process's (the new one is still starting);
+    a stopping worker's drain is bounded by the worker itself."""
+    fake_spawn[1] = (1, state, pid)
+    backend = ProcessBackend({}, runtime_dir=str(tmp_path), stall_after=0.3)
+    backend.start(1)
+    try:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert backend.poll() == []
+            time.sleep(0.05)
+        assert backend.handles[1].is_alive() and backend.restarts() == {}
+    finally:
+        backend.stop_all(5)
+
+
+def test_without_a_runtime_dir_nothing_is_judged(tmp_path, fake_spawn):
+    fake_spawn[1] = (1, "running", "own")
+    backend = ProcessBackend({}, stall_after=0.1)
+    backend.start(1)
+    try:
+        time.sleep(0.5)
+        assert backend.poll() == [] and backend.handles[1].is_alive()
+    finally:
+        backend.stop_all(5)
+
+
+PARENT = """
+import subprocess, sys, time
+from routemq.backends import die_with_parent
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                         preexec_fn=die_with_parent())
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_children_die_with_their_parent(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": root})
+    child = int(parent.stdout.readline())
+    try:
+        parent.kill()  # SIGKILL: no code of the parent runs
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while alive(child):
+            assert time.monotonic() < deadline, "the child outlived its parent"
+            time.sleep(0.05)
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
