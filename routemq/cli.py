@@ -1,9 +1,11 @@
 """The `routemq` command: one subcommand per role, one configuration parser for all.
 
+    routemq check [--workers N] [--json]  load configuration and application as a worker
+                                       would; report problems and risks (exit 0 or 2)
     routemq routes [--json]            the application's routes and their subscriptions
     routemq config [--json]            the effective configuration and where each value came from
     routemq plan [--workers N] [--json]  which instance subscribes to which route
-    routemq worker --instance N        one worker (what routemq-worker@N.service runs)
+    routemq worker --instance N [--drain]  one worker (what routemq-worker@N.service runs)
     routemq master                     the planner (what routemq-master.service runs)
     routemq run [--workers N]          master and workers in the foreground, no systemd needed
     routemq status [--json]            the fleet: workers, routes, master, overall health
@@ -20,17 +22,21 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from typing import Any, Callable, Sequence
 
 import configargparse
 
 from routemq import __version__
+from routemq.app_checks import check_application, setting, warn_application
 from routemq.config import ConfigError, exit_on_config_error, load_config
+from routemq.config_keys import MAX_INSTANCES
 from routemq.log import setup_logging
 from routemq.registry import RegistryError, load_router
 from routemq.router import Router
 
 EXIT_CONFIG = 2
+CONFIG_ERROR = "routemq: config error: "
 
 USAGE = __doc__.split("\n\n")[1]
 
@@ -39,28 +45,95 @@ def _json_flag(parser: configargparse.ArgParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _instance_number(raw: str) -> int:
+    """1..MAX_INSTANCES, the instance numbers the polkit rule lets the master start."""
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"not an integer: {raw!r}") from None
+    if not 1 <= value <= MAX_INSTANCES:
+        raise configargparse.ArgumentTypeError(f"must be between 1 and {MAX_INSTANCES}")
+    return value
+
+
+def _workers_flag(parser: configargparse.ArgParser, what: str) -> None:
+    parser.add_argument("--workers", type=_instance_number, default=None, metavar="N",
+                        help=f"{what} N instances, 1..{MAX_INSTANCES} (default: worker_count)")
+
+
 def _plan_args(parser: configargparse.ArgParser) -> None:
     _json_flag(parser)
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="plan for N instances (default: worker_count)")
+    _workers_flag(parser, "plan for")
 
 
 def _worker_args(parser: configargparse.ArgParser) -> None:
-    parser.add_argument("--instance", type=int, required=True, metavar="N",
-                        help="the worker's instance number (the %%i of routemq-worker@N)")
+    parser.add_argument("--instance", type=_instance_number, required=True, metavar="N",
+                        help="the worker's instance number (the %%i of routemq-worker@N), "
+                        f"1..{MAX_INSTANCES}")
+    parser.add_argument("--drain", action="store_true",
+                        help="end a planned-out instance's broker session: handle what it "
+                        "holds, unsubscribe, end it; started by the master")
 
 
 def _run_args(parser: configargparse.ArgParser) -> None:
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="start N workers (default: worker_count)")
+    _workers_flag(parser, "start")
+
+
+def load_application(config: Any) -> Router:
+    """The application's merged Router, as every command loads it; RegistryError if broken."""
+    return load_router(config.router_directory, config.app_root)
 
 
 def _load_app(config: Any) -> Router:
     try:
-        return load_router(config.router_directory, config.app_root)
+        return load_application(config)
     except RegistryError as exc:
         print(f"routemq: application error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from exc
+
+
+def _load_checked_app(config: Any) -> Router:
+    """The application, loaded and checked against the configuration as every daemon does;
+    a problem is one line on stderr and exit 2 (not restarted by systemd)."""
+    router = _load_app(config)
+    errors = check_application(config, router)
+    for error in errors:
+        print(CONFIG_ERROR + error, file=sys.stderr)
+    if errors:
+        raise SystemExit(EXIT_CONFIG)
+    return router
+
+
+def runtime_dir_problem(path: str, create: bool = True) -> str | None:
+    """Why the runtime directory cannot hold the plan and health files, or None. With
+    `create`, a missing directory (and missing parents) is made with mode 0755 whatever the
+    umask; without, only what no user could fix is reported (it exists as a non-directory)."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        return "exists and is not a directory"
+    if not create:
+        return None
+    missing = []
+    head = path
+    while head and not os.path.isdir(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    try:
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, 0o755)
+            except FileExistsError:  # made meanwhile by another process: fine if a directory
+                if not os.path.isdir(directory):
+                    raise NotADirectoryError(20, "Not a directory", directory) from None
+                continue
+            os.chmod(directory, 0o755)  # mkdir's mode is masked by the umask (000 or 077)
+    except OSError as exc:
+        return f"cannot create it: {exc.strerror or exc}"
+    try:  # access() says yes to root on a read-only file system: try it
+        with tempfile.TemporaryFile(dir=path, prefix=".routemq-probe-"):
+            pass
+    except OSError as exc:
+        return f"cannot write in it: {exc.strerror or exc}"
+    return None
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -115,8 +188,55 @@ def cmd_worker(config: Any) -> int:
 
     # The application may want to know which instance runs it (logging, metrics labels).
     os.environ["ROUTEMQ_INSTANCE"] = str(config.instance)
-    router = _load_app(config)  # a broken application is a configuration error (exit 2)
-    return run_worker(config, config.instance, router)
+    router = _load_checked_app(config)  # a broken application is a configuration error
+    # `drain` only when asked: run_worker takes the keyword from the version that drains.
+    extra = {"drain": True} if config.drain else {}
+    return run_worker(config, config.instance, router, **extra)
+
+
+def check_report(config: Any) -> tuple[dict[str, Any], int]:
+    """What `routemq check` reports, and its exit status: the application loaded as a worker
+    loads it, the checks every daemon makes, the warnings, and the plan."""
+    from routemq.worker import standalone_plan
+
+    report: dict[str, Any] = {"ok": False, "errors": [], "warnings": list(config.warnings)}
+    problem = runtime_dir_problem(config.runtime_dir, create=False)
+    if problem:
+        report["errors"].append(f"{setting(config, 'runtime_dir')}: {problem}")
+    try:
+        router = load_application(config)
+    except RegistryError as exc:
+        report["errors"].append(f"application: {exc}")
+        return report, EXIT_CONFIG
+    report["errors"] += check_application(config, router)
+    report["warnings"] += warn_application(config, router)
+    plan = standalone_plan(router, config.workers or config.worker_count)
+    report["warnings"] += list(plan.warnings)
+    report.update(routes=len(router.routes), shared=len(router.shared_routes()),
+                  instances=len(plan.assignments), plan=json.loads(plan.to_json()))
+    report["ok"] = not report["errors"]
+    return report, 0 if report["ok"] else EXIT_CONFIG
+
+
+def _count(items: list[Any], noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def cmd_check(config: Any) -> int:
+    report, status = check_report(config)
+    if config.json:
+        print(json.dumps(report, indent=2))
+        return status
+    for error in report["errors"]:
+        print(f"error: {error}")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
+    counts = f"{_count(report['errors'], 'error')}, {_count(report['warnings'], 'warning')}"
+    if "routes" in report:
+        counts = (f"{report['routes']} routes ({report['shared']} shared), plan for "
+                  f"{report['instances']} instances, " + counts)
+    print(("ok: " if report["ok"] else "failed: ") + counts)
+    return status
 
 
 def cmd_status(config: Any) -> int:
@@ -140,19 +260,17 @@ def cmd_metrics(config: Any) -> int:
 def cmd_master(config: Any) -> int:
     from routemq.master import run_master
 
-    return run_master(config, _load_app(config))
+    return run_master(config, _load_checked_app(config))
 
 
 def cmd_run(config: Any) -> int:
     from routemq.run import run
 
-    if config.workers is not None and config.workers < 1:
-        print("routemq: config error: --workers must be >= 1", file=sys.stderr)
-        return EXIT_CONFIG
-    return run(config, _load_app(config), config.workers)
+    return run(config, _load_checked_app(config), config.workers)
 
 
 COMMANDS: dict[str, tuple[Callable[[Any], int], Callable[[Any], None] | None]] = {
+    "check": (cmd_check, _plan_args),
     "routes": (cmd_routes, _json_flag),
     "config": (cmd_config, _json_flag),
     "plan": (cmd_plan, _plan_args),
@@ -185,13 +303,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(rest, add_role_args=role_args, prog=f"routemq {name}")
     except ConfigError as err:
+        if name == "check" and "--json" in rest:
+            print(json.dumps({"ok": False, "errors": [err.detail], "warnings": []}, indent=2))
         exit_on_config_error(err)
+    if name in DAEMONS:
+        problem = runtime_dir_problem(config.runtime_dir)
+        if problem:
+            print(f"{CONFIG_ERROR}{setting(config, 'runtime_dir')}: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
     worker_id = getattr(config, "instance", None)
     # Daemons log to stdout (the journal); the inspection commands keep stdout for their
     # output (`routemq routes --json | jq`) and log to stderr.
     stream = sys.stdout if name in DAEMONS else sys.stderr
     setup_logging(config.log_level, fmt=config.log_format, worker_id=worker_id, role=name,
                   stream=stream)
-    for warning in config.warnings:
+    for warning in config.warnings if name != "check" else ():  # check reports its own
         logging.getLogger("routemq.config").warning("%s", warning)
     return handler(config)

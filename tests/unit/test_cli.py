@@ -99,3 +99,37 @@ def test_unknown_command():
 def test_help(args):
     r = routemq(*args)
     assert r.returncode == 0 and "routemq worker --instance N" in r.stdout
+
+
+def test_help_lists_check_and_drain():
+    assert "routemq check" in routemq("--help").stdout
+    r = routemq("worker", "--help")
+    assert r.returncode == 0 and "--drain" in r.stdout and "1..64" in r.stdout
+
+
+def test_runtime_dir_is_made_0755_whatever_the_umask(tmp_path):
+    from routemq.cli import runtime_dir_problem
+
+    path = tmp_path / "a" / "run"
+    old = os.umask(0)  # world-writable otherwise, and workers would trust any plan in it
+    try:
+        assert runtime_dir_problem(str(path), create=False) is None and not path.exists()
+        assert runtime_dir_problem(str(path)) is None
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o755, 0o755)
+    path.chmod(0o700)  # an existing directory keeps the mode its owner gave it
+    assert runtime_dir_problem(str(path)) is None and path.stat().st_mode & 0o777 == 0o700
+    assert list(path.iterdir()) == []  # the write probe leaves nothing behind
+
+
+def test_runtime_dir_problems(tmp_path):
+    from routemq.cli import runtime_dir_problem
+
+    taken = tmp_path / "file"
+    taken.write_text("")
+    assert runtime_dir_problem(str(taken), create=False) == "exists and is not a directory"
+    assert runtime_dir_problem(str(taken / "run")) == "cannot create it: Not a directory"
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "nowhere")
+    assert runtime_dir_problem(str(link)) == "exists and is not a directory"
