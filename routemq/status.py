@@ -395,8 +395,8 @@ def _warnings(snap: Snapshot, master: dict[str, Any] | None, workers: list[dict[
     out = list(reasons) + list(snap.notes) + notes
     if snap.plan is not None:
         out.extend(snap.plan.warnings)
-    if master is not None:
-        out.extend(f"master: {w}" for w in master["warnings"])
+    if master is not None:  # the master repeats its plan's warnings: each is said once
+        out.extend(f"master: {w}" for w in master["warnings"] if w not in out)
     version = master["plan_version"] if master else None
     for w in workers:
         name = f"instance {w['instance']}"
@@ -417,8 +417,7 @@ def _warnings(snap: Snapshot, master: dict[str, Any] | None, workers: list[dict[
         if r["unexpected"]:
             out.append(f"route {r['route']} is held by unplanned instance(s) "
                        f"{_ids(r['unexpected'])}")
-    # The master repeats its plan's warnings: each line is said once.
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(out))  # e.g. a reason that is also a note: once
 
 
 def _ids(ids: list[int] | None) -> str:

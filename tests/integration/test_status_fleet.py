@@ -1,9 +1,10 @@
 """`routemq status` and `routemq metrics` against real workers on a real mosquitto.
 
-Standalone workers (no master): `routemq status` computes their plan from the same
-configuration (WORKER_COUNT=4 and the test application), so a cleanly stopped worker shows as
-missing, not as gone from the fleet. Under `routemq run`, the master's master.json adds the
-plan version, the back end and the restart counts.
+Standalone workers (no master): `routemq status` takes instances 1..WORKER_COUNT as planned,
+so a cleanly stopped worker shows as missing, not as gone from the fleet. Under `routemq run`,
+the master's master.json adds the plan version, the back end and the restart counts.
+Health is what an operator means: a worker that is alive but not connected to the broker is
+not healthy, and a fleet with no connected worker is unhealthy (exit 3), with the reasons.
 """
 import collections
 import json
@@ -20,6 +21,7 @@ from tests.integration.workers import Fleet, Run
 from tests.unit.test_prometheus import parse_exposition
 
 WORK = "shared:work/{id}"
+ORDERED = "single:ordered/{id}"  # not shared: one instance holds it
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ def test_status_and_metrics_count_what_the_workers_processed(fleet, broker):
     doc, code = status_json(fleet)
     assert code == 0, doc["warnings"]
     assert doc["health"] == {"status": "healthy", "healthy_workers": 4, "total_workers": 4,
-                             "health_percentage": 100.0}
+                             "health_percentage": 100.0, "reasons": []}
     rows = workers_by_instance(doc)
     for i in range(1, 5):
         assert (rows[i]["pid"], rows[i]["alive"], rows[i]["state"], rows[i]["connected"]) == \
@@ -108,43 +110,98 @@ def test_status_follows_a_hung_a_killed_and_a_stopped_worker(fleet):
     fleet.start_all()
     doc, code = status_json(fleet)
     assert code == 0 and doc["health"]["healthy_workers"] == 4
+    # The route that is not shared has one owner; the other three share routes only.
+    owner, = next(r["holding"] for r in doc["routes"] if r["route"] == ORDERED)
+    hung, killed, stopped = [i for i in range(1, 5) if i != owner]
 
-    # Hung: SIGSTOP freezes worker 2, its pid stays but its health file ages.
-    fleet.procs[2].signal(signal.SIGSTOP)
-    doc, code = wait_status(fleet, lambda d: not workers_by_instance(d)[2]["alive"])
-    assert workers_by_instance(doc)[2]["state"] == "stale" and code == 1
-    fleet.procs[2].signal(signal.SIGCONT)
+    # Hung: SIGSTOP freezes a worker, its pid stays but its health file ages.
+    fleet.procs[hung].signal(signal.SIGSTOP)
+    doc, code = wait_status(fleet, lambda d: not workers_by_instance(d)[hung]["alive"])
+    assert workers_by_instance(doc)[hung]["state"] == "stale" and code == 1
+    assert doc["health"]["reasons"][0].startswith(f"instance {hung} is not alive: stale")
+    fleet.procs[hung].signal(signal.SIGCONT)
     doc, code = wait_status(fleet, lambda d: d["health"]["healthy_workers"] == 4)
     assert code == 0, doc["warnings"]
 
     # kill -9 leaves the health file behind: the pid is gone, so the worker is dead.
-    killed = fleet.procs[4].pid
-    fleet.procs[4].kill()
+    pid = fleet.procs[killed].pid
+    fleet.procs[killed].kill()
     doc, code = status_json(fleet)
-    w4 = workers_by_instance(doc)[4]
-    assert (w4["alive"], w4["state"], w4["pid"]) == (False, "dead", killed)
+    row = workers_by_instance(doc)[killed]
+    assert (row["alive"], row["state"], row["pid"]) == (False, "dead", pid)
     assert doc["health"]["status"] == "degraded" and code == 1
-    assert f"instance 4 is not alive: dead (pid {killed} is gone)" in doc["warnings"]
+    reason = f"instance {killed} is not alive: dead (pid {pid} is gone)"
+    assert doc["health"]["reasons"] == [reason]
     table = routemq(fleet, "status")
     assert table.returncode == 1
-    assert table.stdout.splitlines()[0].startswith("RouteMQ degraded: 3/4 workers alive (75.0%)")
+    heading, first_reason = table.stdout.splitlines()[:2]
+    assert heading.startswith("RouteMQ degraded: 3/4 workers healthy (75.0%)")
+    assert first_reason == f"  - {reason}"
     assert [line.split()[:4] for line in table.stdout.splitlines()
-            if line.startswith("4 ")] == [["4", str(killed), "no", "dead"]]
+            if line.startswith(f"{killed} ")] == [[str(killed), str(pid), "no", "dead"]]
 
-    # A clean stop removes the health file: the planned instance is missing.
-    assert fleet.procs[3].stop() == 0
-    assert not os.path.exists(fleet.runtime / "workers" / "3.json")
+    # A clean stop removes the health file: the planned instance is missing, and 2 of 4
+    # healthy is below the seed's 70 %.
+    assert fleet.procs[stopped].stop() == 0
+    assert not os.path.exists(fleet.runtime / "workers" / f"{stopped}.json")
     doc, code = status_json(fleet)
-    assert workers_by_instance(doc)[3]["state"] == "missing"
+    assert workers_by_instance(doc)[stopped]["state"] == "missing"
     assert doc["health"]["status"] == "unhealthy" and code == 3
+    assert doc["health"]["reasons"][0] == \
+        "only 2 of 4 planned workers are healthy (50.0%; unhealthy below 70%)"
     families = parse_exposition(routemq(fleet, "metrics").stdout)
     assert families["routemq_workers_alive"]["samples"][0][1] == 2
+    assert families["routemq_fleet_healthy"]["samples"][0][1] == 0
     status = {s[0]["status"]: s[1] for s in families["routemq_fleet_status"]["samples"]}
     assert status == {"healthy": 0, "degraded": 0, "unhealthy": 1}
+
+    # The owner of the route that is not shared dies: nobody handles that route.
+    fleet.procs[owner].kill()
+    doc, code = status_json(fleet)
+    assert code == 3
+    assert f"route {ORDERED} is held by no alive, connected worker (planned on {owner})" in \
+        doc["health"]["reasons"]
 
     fleet.stop_all()
     doc, code = status_json(fleet)
     assert code == 3 and doc["health"]["healthy_workers"] == 0
+
+
+def test_status_is_unhealthy_while_the_broker_is_away(broker, tmp_path):
+    """The workers stay alive (process there, health file fresh) but lose the broker:
+    nothing is handled, so status says unhealthy and why; healthy again once it is back."""
+    fleet = Fleet(broker, tmp_path / "fleet", 2)
+    try:
+        fleet.start_all()
+        doc, code = status_json(fleet)
+        assert code == 0, doc["health"]["reasons"]
+
+        broker.stop()
+        doc, code = wait_status(fleet, lambda d: d["overview"]["connected_workers"] == 0)
+        assert code == 3 and doc["health"]["status"] == "unhealthy"
+        rows = workers_by_instance(doc)
+        assert all(rows[i]["alive"] and not rows[i]["connected"] for i in (1, 2)), rows
+        reasons = doc["health"]["reasons"]
+        assert reasons[0] == "no worker is connected to the broker"
+        for i in (1, 2):
+            assert f"instance {i} is not connected to the broker ({rows[i]['state']})" in \
+                reasons
+        table = routemq(fleet, "status")
+        assert table.returncode == 3
+        assert table.stdout.splitlines()[1] == "  - no worker is connected to the broker"
+        families = parse_exposition(routemq(fleet, "metrics").stdout)
+        assert families["routemq_workers_alive"]["samples"][0][1] == 2
+        assert families["routemq_workers_connected"]["samples"][0][1] == 0
+        assert families["routemq_fleet_health_ratio"]["samples"][0][1] == 0
+        assert families["routemq_fleet_healthy"]["samples"][0][1] == 0
+
+        broker.start()  # same port, same persistence: the workers reconnect by themselves
+        doc, code = wait_status(fleet, lambda d: d["health"]["status"] == "healthy",
+                                timeout=60)
+        assert code == 0, doc["health"]["reasons"]
+        assert doc["health"]["reasons"] == [] and doc["overview"]["connected_workers"] == 2
+    finally:
+        fleet.kill_all()
 
 
 def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path):

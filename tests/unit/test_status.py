@@ -426,3 +426,10 @@ def test_a_dead_master_and_a_stranded_session_come_first_and_once():
     assert len(s["warnings"]) == len(set(s["warnings"]))
     doc = json.loads(json.dumps(s))
     assert doc["health"]["reasons"] == s["health"]["reasons"]
+
+
+def test_the_masters_copy_of_a_plan_warning_is_said_once():
+    warning = "route 'x' wants 8 workers but only 1 instances exist; it runs on 1"
+    s = build_status(snapshot({1: health(1, routes=(A,))}, Plan({1: (A,)}, warnings=(warning,)),
+                              master=master_doc(instances=[1], warnings=[warning])))
+    assert s["warnings"] == [warning] and s["health"]["status"] == "healthy"
