@@ -335,6 +335,33 @@ def test_polkit_lets_routemq_manage_only_worker_instances(machine: Machine) -> N
     denied = m.run("systemctl", "restart", "routemq-master.service", user="routemq",
                    check=False)
     assert denied.returncode != 0
+    # Instance numbers stop at 64 (routemq's MAX_INSTANCES): a handler cannot start more.
+    denied = m.run("systemctl", "start", "routemq-worker@65.service", user="routemq",
+                   check=False)
+    assert denied.returncode != 0
+    # Had polkit allowed it, the instance would have run and failed (exit 2: --instance 65).
+    assert m.run("systemctl", "is-active", "routemq-worker@65.service",
+                 check=False).stdout.strip() == "inactive"
+
+
+def test_filtered_system_calls_raise_permission_error(machine: Machine) -> None:
+    """SystemCallFilter=~@privileged @resources with SystemCallErrorNumber=EPERM: a handler's
+    os.nice(), sched_setaffinity() or chown() raises PermissionError; the worker keeps
+    running (without EPERM the kernel kills it with SIGSYS)."""
+    m = machine
+    [owner] = owners(m, "single:syscalls/{n}")
+    unit = f"routemq-worker@{owner}.service"
+    before = show(m, unit, "MainPID", "NRestarts")
+    publish(m, "syscalls/1", 1, qos=0)
+
+    def tried() -> list[dict[str, object]]:
+        return [r for _, r in Journal(m).records("-u", unit)
+                if r.get("message") == "privileged calls tried" and r.get("n") == "1"]
+    [record] = wait_until(tried, 30, "the syscalls handler's record")
+    assert record["raised"] == {"nice": "PermissionError", "sched_setaffinity": "PermissionError",
+                                "chown": "PermissionError"}, record
+    assert show(m, unit, "MainPID", "NRestarts") == before
+    assert m.run("systemctl", "is-active", unit).stdout.strip() == "active"
 
 
 @pytest.mark.parametrize("unit", ["routemq-master.service", "routemq-worker@1.service"])

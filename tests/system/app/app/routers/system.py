@@ -8,8 +8,12 @@ block/{n}     blocks the event loop with time.sleep: no more WATCHDOG=1, systemd
               every restart and block again
 hog/{mb}      allocates and touches mb MiB: MemoryMax must OOM-kill the worker (QoS 0, same
               reason)
+syscalls/{n}  calls os.nice, os.sched_setaffinity and os.chown, which the units' system call
+              filter refuses: each must raise PermissionError (SystemCallErrorNumber=EPERM),
+              not kill the worker with SIGSYS; logs what each raised
 """
 import logging
+import os
 import time
 
 from routemq.router import Router
@@ -40,7 +44,22 @@ async def hog(mb, payload, client):
     log.warning("allocated %d MiB", len(data) >> 20)
 
 
+async def syscalls(n, payload, client):
+    calls = {"nice": lambda: os.nice(1),
+             "sched_setaffinity": lambda: os.sched_setaffinity(0, os.sched_getaffinity(0)),
+             "chown": lambda: os.chown("/srv/routemq", -1, os.getgid())}
+    raised = {}
+    for name, call in calls.items():
+        try:
+            call()
+            raised[name] = "nothing"
+        except OSError as exc:
+            raised[name] = type(exc).__name__
+    log.warning("privileged calls tried", extra={"n": n, "raised": raised})
+
+
 router.on("work/{batch}", work, shared=True, worker_count=4, qos=1)
 router.on("fail/{n}", fail, qos=0)
 router.on("block/{n}", block, qos=0)
 router.on("hog/{mb}", hog, qos=0)
+router.on("syscalls/{n}", syscalls, qos=0)
