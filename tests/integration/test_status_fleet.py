@@ -259,3 +259,50 @@ def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path
     finally:
         run.stop_all()
         run.kill_run()
+
+
+def test_status_is_unhealthy_while_the_master_is_dead(broker, tmp_path):
+    """The systemd shape (`routemq master` alone, the workers started by hand): the master
+    killed with -9 leaves master.json and plan.json behind and the workers running; nothing
+    re-plans or drains meanwhile, so status is unhealthy and names the master."""
+    run = Run(broker, tmp_path / "fleet", 2)
+
+    def start_master() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "routemq", "master"],
+                                env=run.env(0, TEST_WORKER=""), cwd=str(run.dir),
+                                stdout=open(tmp_path / "master.log", "ab"),
+                                stderr=subprocess.STDOUT)
+
+    master = start_master()
+    try:
+        deadline = time.monotonic() + 20
+        while not (run.runtime / "plan.json").exists():
+            assert time.monotonic() < deadline and master.poll() is None, \
+                (tmp_path / "master.log").read_text()
+            time.sleep(0.1)
+        for i in (1, 2):
+            run.start(i)
+        run.wait_settled([1, 2])
+        doc, code = status_json(run)
+        assert code == 0, doc["health"]["reasons"]
+
+        master.kill()
+        master.wait(10)
+        doc, code = status_json(run)
+        assert code == 3 and doc["health"]["status"] == "unhealthy"
+        assert doc["master"]["alive"] is False and doc["master"]["state"] == "dead"
+        assert doc["health"]["reasons"][0].startswith(
+            f"master (pid {master.pid}) is not running: master.json last updated ")
+        assert all(w["alive"] and w["connected"] for w in doc["workers"])  # only the master
+        families = parse_exposition(routemq(run, "metrics").stdout)
+        assert families["routemq_master_up"]["samples"][0][1] == 0
+        assert families["routemq_fleet_healthy"]["samples"][0][1] == 0
+
+        master = start_master()  # systemd's Restart=: the fleet is whole again
+        doc, code = wait_status(run, lambda d: d["health"]["status"] == "healthy", timeout=30)
+        assert code == 0, doc["health"]["reasons"]
+    finally:
+        if master.poll() is None:
+            master.terminate()
+            master.wait(30)
+        run.kill_all()
