@@ -18,6 +18,7 @@ an inactive unit), 2 bad configuration.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -123,12 +124,13 @@ def runtime_dir_problem(path: str, create: bool = True) -> str | None:
                 os.mkdir(directory, 0o755)
             except FileExistsError:  # made meanwhile by another process: fine if a directory
                 if not os.path.isdir(directory):
-                    raise NotADirectoryError(20, "Not a directory", directory) from None
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR),
+                                             directory) from None
                 continue
             os.chmod(directory, 0o755)  # mkdir's mode is masked by the umask (000 or 077)
     except OSError as exc:
         return f"cannot create it: {exc.strerror or exc}"
-    try:  # access() says yes to root on a read-only file system: try it
+    try:  # a real write answers for the effective user, ACLs and read-only mounts alike
         with tempfile.TemporaryFile(dir=path, prefix=".routemq-probe-"):
             pass
     except OSError as exc:

@@ -90,6 +90,9 @@ def test_generator_wants_instances_from_worker_count(machine: Machine) -> None:
     m.write(f"{CONF_D}/10-test.conf", "mqtt_broker = 127.0.0.1\n")
     m.run("systemctl", "daemon-reload")
     assert wanted_workers(m) == {1, 2, 3, 4}
+    # What an operator runs before starting: the application as a worker loads it.
+    check = m.sh("cd /srv/routemq && routemq check", user="routemq").stdout.splitlines()
+    assert check[-1].startswith("ok: ") and "plan for 4 instances" in check[-1], check
 
 
 def test_start_four_workers_starts_the_master(machine: Machine) -> None:
