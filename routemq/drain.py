@@ -28,8 +28,9 @@ from routemq.dispatcher import Dispatcher, dead_letter_publisher
 from routemq.metrics import WorkerMetrics
 from routemq.mqtt import Message, MqttClient
 from routemq.router import Router
+from routemq.runtime import FileLock, RuntimePaths
 from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
-                             until_quiet)
+                             unmark_session, until_quiet)
 
 log = logging.getLogger("routemq.drain")
 
@@ -85,6 +86,11 @@ class SessionDrainer:
 
     async def run(self, timeout: float = DRAIN_LIMIT) -> int:
         self.loop = asyncio.get_running_loop()
+        paths = RuntimePaths(self.config.runtime_dir)
+        lock = FileLock(paths.instance_lock(self.instance))
+        if not lock.try_acquire():
+            log.info("instance %d is running: its session is its own", self.instance)
+            return EXIT_BUSY
         self.client.connect_async()
         self.client.loop_start()
         try:
@@ -112,6 +118,8 @@ class SessionDrainer:
                       "queued", self.client_id, timeout, self.metrics.processed)
             return EXIT_FAILED
         ended = await asyncio.to_thread(end_session, self.client.options)
+        if ended:
+            unmark_session(paths.workers, self.instance)
         log.info("broker session %s %s: %d messages handled, %d errors", self.client_id,
                  "ended" if ended else "drained (ending it failed)",
                  self.metrics.processed, self.metrics.errors)

@@ -8,7 +8,10 @@ One tick (every TICK seconds, on the asyncio loop):
 4. when the members changed: compute the new plan and write, first, the overlap of the old
    and the new plan (make before break), then, once every instance that gains a route has
    applied it (its health file reports the plan's generation), the new plan itself;
-5. master.json for `routemq status`, STATUS=, the Prometheus textfile, and WATCHDOG=1 — only
+5. the broker sessions of instances that are out of the plan with no process are drained and
+   ended (orphans.py), so a dead instance's session does not strand its share of the routes;
+6. plan.json is rewritten if it went missing or changed behind the master's back;
+7. master.json for `routemq status`, STATUS=, the Prometheus textfile, and WATCHDOG=1 — only
    from here, so a stuck loop gets the master restarted.
 
 The plan is written atomically; workers notice a new plan file within a second and change
@@ -32,10 +35,12 @@ from routemq.backends import Backend, SystemdBackend
 from routemq.fleet import read_health_dir
 from routemq.membership import Health, Membership, gains, overlap
 from routemq.notify import Notifier
+from routemq.orphans import Orphans, drainer_spawner
 from routemq.plan import Plan, compute_plan, resolve_worker_count
+from routemq.session import marked_sessions
 from routemq.router import Router
-from routemq.runtime import (RuntimePaths, read_plan, running_master, write_json_atomic,
-                             write_text_atomic)
+from routemq.runtime import (FileLock, RuntimePaths, ensure_dir, lock_holder, pid_alive,
+                             read_plan, write_json_atomic, write_text_atomic)
 from routemq.worker import plan_routes
 
 log = logging.getLogger("routemq.master")
@@ -70,16 +75,20 @@ class Master:
         self.health: dict[int, Health] = {}
         self.docs: dict[int, dict[str, Any]] = {}
         self._cpu: dict[int, tuple[float, float, float]] = {}  # pid-time, cpu s -> cpu %
+        # Drainers get the environment the workers get (under `routemq run`: the embedded
+        # broker's address), which only the back end knows.
+        environ = getattr(backend, "environ", None) or dict(os.environ)
+        self.orphans = Orphans(drainer_spawner(environ))
         self._stop = asyncio.Event()
         self._replan = False
         self.claimed = False
+        self.lock = FileLock(self.paths.master_lock)
         self._textfile_at = -TEXTFILE_INTERVAL
 
     # --- the plan ------------------------------------------------------------------------
     def _write(self, plan: Plan) -> None:
         generation = (self.written.generation if self.written else 0) + 1
         plan = dataclasses.replace(plan, generation=generation)
-        os.makedirs(self.paths.root, exist_ok=True)
         write_text_atomic(self.paths.plan, plan.to_json())
         if self.written is None or plan.warnings != self.written.warnings:
             for warning in plan.warnings:
@@ -136,13 +145,28 @@ class Master:
         return h is not None and (h.plan_version or 0) >= generation and h.state == "running"
 
     # --- one tick ------------------------------------------------------------------------
-    def read_health(self) -> None:
+    def read_health(self, now: float) -> None:
         # Unusable files come back as {}: stale to Health, so never counted alive.
-        self.docs, _ = read_health_dir(self.paths.workers)
-        self.health = {i: Health.from_doc(i, d) for i, d in self.docs.items()}
+        docs, _ = read_health_dir(self.paths.workers)
+        for i, last in self.docs.items():
+            pid = last.get("pid")
+            if i not in docs and last.get("state") not in ("stopping", "draining") \
+                    and isinstance(pid, int) and pid_alive(pid):
+                # Its file was deleted but its process lives (and never said it was
+                # stopping): not a clean stop. Moving its routes away and back lost
+                # messages once; the file comes back at its next write, or the old one
+                # goes stale and the instance is given up like any silent one.
+                docs[i] = last
+        self.docs = docs
+        self.health = {}
+        for i, doc in docs.items():
+            h = Health.from_doc(i, doc)
+            if not h.fresh(now) and h.pid is not None and not pid_alive(h.pid):
+                h = Health.from_doc(i, doc, process_gone=True)
+            self.health[i] = h
 
     def tick(self, now: float) -> None:
-        self.read_health()
+        self.read_health(now)
         if self.backend is not None:
             self.backend.poll()
         joined, left = self.membership.observe(now, self.health)
@@ -155,7 +179,39 @@ class Master:
             self._replan = False
             self.replan(now)
         self.advance(now)
+        self._drain_orphans(now)
+        self._keep_plan_file()
         self.report(now)
+
+    def _drain_orphans(self, now: float) -> None:
+        members, present = self.membership.members, self.present(now)
+        written = self.written
+        covered = written is not None and self.target is None and all(
+            any(i in present for i in written.owners(r.key)) for r in self.routes)
+        marked = marked_sessions(self.paths.workers)
+        for i in self.orphans.tick(now, marked, members, present, covered):
+            log.info("the broker session of instance %d is drained and ended", i)
+            doc = self.docs.get(i) or {}
+            pid = doc.get("pid")
+            if isinstance(pid, int) and not pid_alive(pid):
+                try:  # the dead process's last file: nothing will come back under it
+                    os.unlink(self.paths.health(i))
+                except FileNotFoundError:
+                    pass
+
+    def _keep_plan_file(self) -> None:
+        """Workers read plan.json at start and on change: a deleted or damaged one would
+        leave a restarted worker to compute a plan of its own (400 of 400 lost once)."""
+        if self.written is None:
+            return
+        on_disk = read_plan(self.paths.plan)
+        if on_disk is not None and on_disk.generation == self.written.generation and \
+                on_disk.assignments == self.written.assignments:
+            return
+        log.warning("plan.json is %s; writing generation %d again",
+                    "missing or unreadable" if on_disk is None else "not the master's",
+                    self.written.generation)
+        write_text_atomic(self.paths.plan, self.written.to_json())
 
     def load(self, now: float) -> Load:
         """The fleet's rate, mean CPU % and backlog from the fresh health files."""
@@ -213,6 +269,7 @@ class Master:
             "autoscaler": self.autoscaler.state() if self.autoscaler else None,
             "load": dataclasses.asdict(self.load(now)),
             "warnings": list(written.warnings) if written else [],
+            "sessions": self.orphans.snapshot(),
         }
 
     def report(self, now: float) -> None:
@@ -238,12 +295,15 @@ class Master:
 
     # --- main ----------------------------------------------------------------------------
     def claim(self) -> None:
-        """Refuse to run beside a live master on the same runtime directory; adopt the plan
-        a previous master left, so a restarted master moves nothing that need not move."""
-        other = running_master(self.paths, time.time())
-        if other is not None and other != os.getpid():
-            raise MasterError(f"another master (pid {other}) is running on {self.paths.root}")
-        os.makedirs(self.paths.workers, exist_ok=True)
+        """Refuse to run beside another master on the same runtime directory (a lock the
+        kernel releases when its holder dies); adopt the plan a previous master left, so a
+        restarted master moves nothing that need not move."""
+        ensure_dir(self.paths.root)
+        ensure_dir(self.paths.workers)
+        if not self.lock.try_acquire():
+            holder = lock_holder(self.paths.master_lock)
+            raise MasterError(f"another master (pid {holder or '?'}) is running on "
+                              f"{self.paths.root}")
         self.written = read_plan(self.paths.plan)
         self._replan = True  # the adopted plan may predate the members: plan once over them
         self.claimed = True
@@ -278,13 +338,16 @@ class Master:
         self._stop.set()
 
     def close(self) -> None:
-        """After the loop: master.json goes, so stopping workers stop waiting for a hand-over."""
+        """After the loop: drainers stop; master.json goes, so stopping workers stop waiting
+        for a hand-over; then the lock."""
         if not self.claimed:
             return
+        self.orphans.stop()
         try:
             os.unlink(self.paths.master)
         except FileNotFoundError:
             pass
+        self.lock.release()
 
 
 def run_master(config: Any, router: Router) -> int:

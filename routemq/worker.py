@@ -40,9 +40,10 @@ from routemq.notify import Notifier
 from routemq.plan import Plan, PlanRoute, compute_plan, resolve_worker_count
 from routemq.registry import load_router
 from routemq.router import Route, Router
-from routemq.runtime import RuntimePaths, read_plan, running_master, write_json_atomic
-from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
-                             until_quiet)
+from routemq.runtime import (FileLock, RuntimePaths, load_plan, lock_holder, read_plan,
+                             running_master, write_json_atomic)
+from routemq.session import (client_id, connect_options, end_session, mark_session, on_loop,
+                             routes_by_id, unmark_session, until_quiet)
 from routemq.topics import filters_overlap
 
 log = logging.getLogger("routemq.worker")
@@ -50,6 +51,7 @@ log = logging.getLogger("routemq.worker")
 PLAN_WAIT = 15.0  # seconds to wait for a plan that includes this instance
 HANDOVER_WAIT = 10.0  # seconds a stopping worker waits for the master to move its routes
 UNSUBACK_WAIT = 5.0
+LOCK_WAIT = 50.0  # seconds to wait for the instance's lock (a drainer of its old session)
 
 
 class WorkerError(Exception):
@@ -132,8 +134,13 @@ class Worker:
                     f"(worker_count = {self.config.worker_count})")
             return self._routes_of(plan)
         self._plan_mtime = _mtime(self.paths.plan)
-        plan = read_plan(self.paths.plan)
-        if plan is None or self.instance not in plan.assignments:
+        # Only a plan written by our own user or root, that nobody else can replace: the
+        # plan decides what this process subscribes to.
+        plan, problem = load_plan(self.paths.plan, trusted_only=True)
+        if plan is None:
+            raise WorkerError(f"refusing the plan: {problem}" if problem else
+                              f"no plan at {self.paths.plan}")
+        if self.instance not in plan.assignments:
             raise WorkerError(f"instance {self.instance} is not in the plan {self.paths.plan}")
         return self._routes_of(plan)
 
@@ -353,6 +360,7 @@ class Worker:
     # --- main ----------------------------------------------------------------------------
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
+        await self.take_lock()
         if os.path.exists(self.paths.plan):  # a master plans: tell it we are here
             self.state = "joining"
             self.write_health(self.health())
@@ -364,6 +372,7 @@ class Worker:
         log.info("worker %d starting: client id %s, %d routes, broker %s", self.instance,
                  self.client_id, len(self.held), self.client.options.url)
         self.notifier.status(f"connecting to {self.client.options.url}")
+        mark_session(self.paths.workers, self.instance)  # the master drains it if we vanish
         self.client.connect_async()
         self.client.loop_start()
         ticker = asyncio.create_task(self._ticker())
@@ -375,6 +384,26 @@ class Worker:
             log.error("%s", self._fail)
             return 1
         return 0
+
+    async def take_lock(self) -> None:
+        """One process per instance number: two would take over one client id from each
+        other without end (41 takeovers in 20 s once). The kernel drops the lock with its
+        holder, kill -9 included. A drainer of this instance's old session may hold it for
+        a while: wait, up to LOCK_WAIT."""
+        self.lock = FileLock(self.paths.instance_lock(self.instance))
+        deadline = time.monotonic() + LOCK_WAIT
+        said = False
+        while not self.lock.try_acquire():
+            holder = lock_holder(self.lock.path)
+            if time.monotonic() >= deadline:
+                raise WorkerError(f"instance {self.instance} is already running (pid "
+                                  f"{holder or '?'} holds {self.lock.path})")
+            if not said:
+                said = True
+                log.warning("instance %d is held by pid %s; waiting up to %.0fs",
+                            self.instance, holder or "?", LOCK_WAIT)
+            self.notifier.watchdog()
+            await asyncio.sleep(0.5)
 
     def _ticker_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -403,7 +432,7 @@ class Worker:
         while time.monotonic() < deadline:
             self.write_health(self.health())
             self.notifier.watchdog()
-            plan = read_plan(self.paths.plan)
+            plan = read_plan(self.paths.plan, trusted_only=True)
             if plan is not None and self.instance not in plan.assignments:
                 return False, plan
             if not self._master_running():
@@ -440,6 +469,7 @@ class Worker:
             # Planned out and empty: a session left behind would go on collecting messages
             # of the plain routes for an instance that may never come back.
             if await asyncio.to_thread(end_session, self.client.options):
+                unmark_session(self.paths.workers, self.instance)
                 log.info("broker session %s ended", self.client_id)
         try:
             os.unlink(self.paths.health(self.instance))

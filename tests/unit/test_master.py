@@ -2,11 +2,14 @@
 (no broker): joins, clean stops, crashes and the make-before-break hand-over."""
 import json
 import os
+import time
 
 import pytest
 
 from routemq.config import load_config
 from routemq.master import HANDOVER_TIMEOUT, Master, MasterError
+from routemq.membership import GONE_AFTER, Membership
+from routemq.orphans import GRACE
 from routemq.plan import Plan
 from routemq.router import Router
 
@@ -114,21 +117,17 @@ def test_load_sums_the_fresh_workers(tmp_path):
     m = make_master(tmp_path)
     health(tmp_path, 1, at=10.0)
     health(tmp_path, 2, at=0.0)  # stale: not counted
-    m.read_health()
+    m.read_health(10.0)
     load = m.load(10.0)
     assert load.rate == 1.5 and load.backlog == 3
 
 
 def test_a_second_master_on_the_same_directory_is_refused(tmp_path):
-    m = make_master(tmp_path)
-    m.tick(0.0)  # master.json with our own pid, fresh
-    other = json.loads((tmp_path / "master.json").read_text())
-    other["pid"] = os.getppid()
-    import time
-    other["updated_at"] = time.time()
-    (tmp_path / "master.json").write_text(json.dumps(other))
-    with pytest.raises(MasterError, match="another master"):
+    m = make_master(tmp_path)  # holds master.lock until close()
+    with pytest.raises(MasterError, match=rf"another master \(pid {os.getpid()}\)"):
         make_master(tmp_path)
+    m.close()
+    make_master(tmp_path).close()
 
 
 def test_a_restarted_master_continues_the_generation(tmp_path):
@@ -141,3 +140,113 @@ def test_a_restarted_master_continues_the_generation(tmp_path):
         health(tmp_path, i, at=1.0, version=1)
     again.tick(1.0)
     assert plan_file(tmp_path).generation == 1  # same members: nothing rewritten
+
+
+def test_a_deleted_or_damaged_plan_is_written_again_at_once(tmp_path):
+    m = make_master(tmp_path)
+    m.tick(0.0)
+    written = (tmp_path / "plan.json").read_text()
+    (tmp_path / "plan.json").unlink()
+    m.tick(0.5)
+    assert (tmp_path / "plan.json").read_text() == written
+    (tmp_path / "plan.json").write_text("{not json")
+    m.tick(1.0)
+    assert (tmp_path / "plan.json").read_text() == written
+    (tmp_path / "plan.json").write_text(Plan({1: ("shared:s/{x}",)}, generation=1).to_json())
+    m.tick(1.5)
+    assert (tmp_path / "plan.json").read_text() == written
+
+
+def test_a_deleted_health_file_of_a_live_worker_moves_nothing(tmp_path):
+    m = make_master(tmp_path)
+    for i in (1, 2):
+        health(tmp_path, i, at=0.0, version=1)
+    m.tick(0.0)
+    before = plan_file(tmp_path)
+    (tmp_path / "workers" / "2.json").unlink()  # its pid (ours) lives
+    m.tick(1.0)
+    m.tick(2.0)
+    assert m.membership.members == {1, 2} and plan_file(tmp_path) == before
+
+
+class Drainer:
+    code = None
+
+    def __init__(self, instance):
+        self.instance = instance
+
+    def poll(self):
+        return self.code
+
+    def terminate(self):
+        pass
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def test_an_instance_gone_for_good_has_its_session_drained(tmp_path):
+    m = make_master(tmp_path, workers="3")
+    t = time.time() - 120  # times in the past: health files from the future are refused
+    m.membership = Membership(range(1, 4), t)
+    started = []
+    m.orphans.spawn = lambda i: started.append(Drainer(i)) or started[-1]
+    for i in (1, 2, 3):
+        health(tmp_path, i, at=t, version=1)
+        (tmp_path / "workers" / f"{i}.session").touch()  # as the workers mark them
+    m.tick(t)
+    # 3 crashed and nobody restarts it: its file stays, its pid is gone
+    doc = json.loads((tmp_path / "workers" / "3.json").read_text())
+    doc["pid"] = dead_pid()
+    (tmp_path / "workers" / "3.json").write_text(json.dumps(doc))
+
+    def tick():
+        nonlocal t
+        t += 1.0
+        for i in (1, 2):
+            health(tmp_path, i, at=t, version=m.written.generation)
+        m.tick(t)
+
+    for _ in range(int(GONE_AFTER) + 2):
+        tick()
+    assert 3 not in m.membership.members, "a dead instance is planned out after GONE_AFTER"
+    assert not started  # only once it is out of the plan and the routes are covered
+    sessions = json.loads((tmp_path / "master.json").read_text())["sessions"]
+    assert sessions["3"]["state"] == "waiting"
+    for _ in range(int(GRACE) + 2):
+        tick()
+    assert [d.instance for d in started] == [3]
+    assert json.loads((tmp_path / "master.json").read_text())["sessions"]["3"]["state"] == \
+        "draining"
+    started[0].code = 0
+    (tmp_path / "workers" / "3.session").unlink()  # as the drainer does
+    tick()
+    assert json.loads((tmp_path / "master.json").read_text())["sessions"] == {}
+    assert not (tmp_path / "workers" / "3.json").exists()
+
+
+def test_no_session_is_drained_while_no_instance_holds_the_routes(tmp_path):
+    """The whole fleet stopping: the kept sessions hold the messages for the next start."""
+    m = make_master(tmp_path)
+    started = []
+    m.orphans.spawn = lambda i: started.append(i) or Drainer(i)
+    for i in (1, 2):
+        health(tmp_path, i, at=0.0, version=1)
+        (tmp_path / "workers" / f"{i}.session").touch()
+    m.tick(0.0)
+    for i in (1, 2):
+        health(tmp_path, i, "stopping", at=1.0, version=1)
+    m.tick(1.0)
+    for i in (1, 2):
+        (tmp_path / "workers" / f"{i}.json").unlink()
+    for t in range(2, 40):
+        m.tick(float(t))
+    assert m.membership.members == set() and started == []
+
+
+def dead_pid():
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
