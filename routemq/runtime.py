@@ -242,8 +242,8 @@ def clean(doc: dict[str, Any], checks: dict[str, Check]) -> tuple[dict[str, Any]
 def _future(doc: dict[str, Any], now: float) -> str | None:
     updated = doc.get("updated_at")
     if isinstance(updated, (int, float)) and updated > now + CLOCK_SKEW:
-        return (f"updated_at is {updated - now:.0f}s in the future (more than the {CLOCK_SKEW:.0f}s "
-                f"allowed for clock skew); ignored")
+        return (f"updated_at is {updated - now:.0f}s in the future (more than the "
+                f"{CLOCK_SKEW:.0f}s allowed for clock skew); ignored")
     return None
 
 
