@@ -249,9 +249,8 @@ def test_systemd_units_decide_with_the_health_files():
     assert (rows[3]["healthy"], rows[3]["state_for_s"]) == (True, 1.0)
     assert "instance 3 is starting (starting for 1s)" in s["warnings"]
     assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
-    assert s["health"]["reasons"] == [
+    assert s["health"]["reasons"] == [  # the master says why; 2 of 3 (< 70 %) goes unsaid
         "no master is running: routemq-worker@ units exist but there is no master.json",
-        "only 2 of 3 planned workers are healthy (66.7%; unhealthy below 70%)",
         "instance 2 is not alive: failed"]
 
 
@@ -305,13 +304,25 @@ def test_no_worker_connected_is_unhealthy_even_when_all_are_alive():
     assert s["overview"]["alive_workers"] == 4 and s["overview"]["connected_workers"] == 0
     assert s["health"]["healthy_workers"] == 0
     assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
-    reasons = s["health"]["reasons"]
-    assert reasons[0] == "no worker is connected to the broker"
-    assert "route shared:b is held by no alive, connected worker (planned on 1; held by 1, " \
-        "not connected to the broker)" in reasons
-    assert "instance 1 is not connected to the broker (waiting for broker)" in reasons
+    # One line for the broker, one per instance: the routes and the share follow from it.
+    assert s["health"]["reasons"] == ["no worker is connected to the broker"] + [
+        f"instance {i} is not connected to the broker (waiting for broker)" for i in range(1, 5)]
+    assert all(r["uncovered"] for r in s["routes"])
     assert {r["route"]: _route_cell(render_table(s), r["route"]) for r in s["routes"]} == \
         {A: "DISCONNECTED", B: "DISCONNECTED", C: "DISCONNECTED"}
+
+
+def test_a_route_whose_holders_are_all_disconnected_is_unhealthy():
+    workers = four()
+    workers[1] = health(1, routes=(A, B), connected=False, state="reconnecting")
+    s = build_status(snapshot(workers, PLAN4))  # B is on 1 only; A on 2, 3 and 4 as well
+    assert s["health"]["status"] == "unhealthy" and exit_code(s) == 3
+    assert s["health"]["reasons"] == [
+        "route shared:b is held by no alive, connected worker (planned on 1; held by 1, not "
+        "connected to the broker)",
+        "instance 1 is not connected to the broker (reconnecting)"]
+    assert _route_cell(render_table(s), B) == "DISCONNECTED"
+    assert _route_cell(render_table(s), A) == "3/4"
 
 
 def _route_cell(table, route):
