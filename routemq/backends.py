@@ -123,8 +123,8 @@ class ProcessBackend:
         self._stopping: dict[int, WorkerHandle] = {}
         self._restarts: dict[int, int] = {}
         self._recent: dict[int, deque[float]] = {}
-        # instance -> (pid, the health file's updated_at, monotonic time it was first seen)
-        self._last_update: dict[int, tuple[int, float, float]] = {}
+        # instance -> ((pid, updated_at or "stuck"), monotonic time it was first seen)
+        self._last_change: dict[int, tuple[tuple[int, object], float]] = {}
         self.failed: dict[int, str] = {}  # instance -> why it is no longer restarted
 
     def start(self, instance: int) -> None:
@@ -140,25 +140,31 @@ class ProcessBackend:
             handle.terminate()
             self._stopping[instance] = handle
 
-    def stalled(self, instance: int, handle: WorkerHandle, now: float) -> float | None:
-        """Seconds since worker `instance` last updated its health file, when that is more
-        than stall_after; else None. Judged by our monotonic clock from the moment a new
-        updated_at was first seen, so a wall-clock jump kills nobody. A worker is not judged
-        before its health file carries its own pid (it is still starting) nor while it
-        says it is starting or stopping (NOT_JUDGED)."""
+    def stalled(self, instance: int, handle: WorkerHandle, now: float) -> str | None:
+        """Why worker `instance` is to be killed, as systemd's watchdog would (no WATCHDOG=1
+        for stall_after seconds): its health file was not updated for that long (a blocked
+        loop), or it has said "stuck" (a handler past handler_timeout) for that long; else
+        None. Judged by our monotonic clock from the moment a change was first seen, so a
+        wall-clock jump kills nobody. A worker is not judged before its health file carries
+        its own pid (it is still starting) nor while it says it is starting or stopping."""
         if self.paths is None:
             return None
         doc, _ = read_health(self.paths.health(instance), instance)
         if not doc or doc.get("pid") != handle.pid or "updated_at" not in doc \
                 or doc.get("state") in NOT_JUDGED:
-            self._last_update.pop(instance, None)
+            self._last_change.pop(instance, None)
             return None
-        seen = self._last_update.get(instance)
-        if seen is None or seen[:2] != (handle.pid, doc["updated_at"]):
-            self._last_update[instance] = (handle.pid, doc["updated_at"], now)
+        stuck = doc.get("state") == "stuck"
+        key = (handle.pid, "stuck" if stuck else doc["updated_at"])
+        seen = self._last_change.get(instance)
+        if seen is None or seen[0] != key:
+            self._last_change[instance] = (key, now)
             return None
-        silent = now - seen[2]
-        return silent if silent > self.stall_after else None
+        silent = now - seen[1]
+        if silent <= self.stall_after:
+            return None
+        return (f"a handler stuck for {silent:.0f}s" if stuck else
+                f"no health update for {silent:.0f}s")
 
     def poll(self) -> list[int]:
         """Reap stopped workers, kill stalled ones, restart dead ones; return the restarted
@@ -171,14 +177,13 @@ class ProcessBackend:
         for i, handle in list(self.handles.items()):
             code = handle.exitcode
             if code is None:
-                silent = self.stalled(i, handle, now)
-                if silent is None:
+                why = self.stalled(i, handle, now)
+                if why is None:
                     continue
-                log.error("worker %d (pid %d) stalled: no health update for %.0fs; killing it",
-                          i, handle.pid, silent)
+                log.error("worker %d (pid %d) stalled: %s; killing it", i, handle.pid, why)
                 handle.proc.kill()
                 code = handle.join(5)
-                self._last_update.pop(i, None)
+                self._last_change.pop(i, None)
                 if code is None:
                     continue  # not reaped yet (uninterruptible sleep): the next poll sees it
             if code == 0:

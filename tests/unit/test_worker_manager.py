@@ -130,6 +130,21 @@ def test_a_stalled_worker_is_killed_and_restarted(tmp_path, fake_spawn, caplog):
         backend.stop_all(5)
 
 
+def test_a_worker_stuck_past_its_handler_timeout_is_restarted(tmp_path, fake_spawn, caplog):
+    """Its loop runs (the file is fresh) but it sends no watchdog pings: systemd would kill
+    it after WatchdogSec, and so does the back end."""
+    fake_spawn[1] = (10**9, "stuck", "own")
+    backend = ProcessBackend({}, runtime_dir=str(tmp_path), stall_after=1.0)
+    backend.start(1)
+    first = backend.handles[1]
+    try:
+        poll_until(backend, lambda: backend.restarts() == {1: 1})
+        assert any(r.getMessage() == f"worker 1 (pid {first.pid}) stalled: a handler stuck "
+                   "for 1s; killing it" for r in caplog.records)
+    finally:
+        backend.stop_all(5)
+
+
 @pytest.mark.parametrize("state, pid", [("running", "1"), ("stopping", "own"),
                                         ("joining", "own")])
 def test_a_worker_is_not_judged_before_its_own_file_or_while_stopping(tmp_path, fake_spawn,
