@@ -1,7 +1,10 @@
-"""WorkerManager's child-process back end against a real broker."""
+"""WorkerManager's child-process back end, and the embedded broker, against a real broker."""
 import json
+import os
+import subprocess
 import time
 
+from routemq.embedded import EmbeddedBroker
 from routemq.registry import load_router
 from routemq.worker_manager import WorkerManager
 from tests.integration.broker import publish_many
@@ -48,3 +51,24 @@ def test_start_restart_and_stop_workers(broker, tmp_path):
         manager.stop_workers()
     assert [w.exitcode for w in manager.workers] == [0, 0]
     assert not list((fleet.runtime / "workers").glob("*.json"))  # removed on a clean stop
+
+
+def test_the_embedded_broker_keeps_an_offline_sessions_messages(tmp_path):
+    """`routemq run`'s private mosquitto (no MQTT_BROKER): a persistent session that is
+    offline keeps all of 3,000 QoS 1 messages (mosquitto's default keeps 1,000)."""
+    broker = EmbeddedBroker()
+    broker.start()
+    sub = ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-V", "5", "-q", "1",
+           "-c", "-x", "3600", "-i", "offline-1", "-t", "queue/+"]
+    try:
+        conf = open(os.path.join(broker.directory, "mosquitto.conf")).read().splitlines()
+        assert {"max_queued_messages 1000000", "per_listener_settings false",
+                "persistence true", "autosave_interval 10"} <= set(conf)
+        subprocess.run([*sub, "-W", "1"], capture_output=True, timeout=30)  # subscribe, leave
+        assert publish_many(broker, "queue/1", 3000) == 3000
+        done = subprocess.run([*sub, "-C", "3000", "-W", "30"], capture_output=True,
+                              text=True, timeout=60)
+        seqs = {json.loads(line)["seq"] for line in done.stdout.splitlines()}
+        assert seqs == set(range(3000)), f"{3000 - len(seqs)} of 3000 dropped"
+    finally:
+        broker.stop()
