@@ -46,7 +46,10 @@ from routemq.worker import plan_routes
 log = logging.getLogger("routemq.master")
 
 TICK = 0.5
-HANDOVER_TIMEOUT = 10.0  # seconds to wait for new owners before letting the old ones go
+# Seconds to wait for live new owners to subscribe before letting the old ones go anyway.
+# Long: letting go first means a route with no subscriber, whose messages the broker drops;
+# a new owner that dies meanwhile stops being waited for at once (it is no longer present).
+HANDOVER_TIMEOUT = 60.0
 TEXTFILE_INTERVAL = 2.0  # seconds between two writes of the Prometheus textfile
 
 

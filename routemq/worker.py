@@ -83,7 +83,8 @@ class Worker:
         self.paths = RuntimePaths(config.runtime_dir)
         self.notifier = Notifier()
         self.metrics = WorkerMetrics()
-        self.state = "starting"
+        self._state = "starting"
+        self.state_since = time.time()  # `routemq status` tells a long "joining" from a start
         self.reconnects = 0
         self.started_at = time.time()
         self.client_id = client_id(config.client_id_prefix, instance)
@@ -121,6 +122,15 @@ class Worker:
             max_payload_bytes=config.max_payload_bytes, metrics=self.metrics,
             dead_letter=dead_letter_publisher(self.client, config.dead_letter_topic,
                                               self.client_id))
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        if value != self._state:
+            self._state, self.state_since = value, time.time()
 
     # --- the plan ------------------------------------------------------------------------
     def load_plan(self) -> list[Route]:
@@ -341,7 +351,8 @@ class Worker:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "instance": self.instance, "pid": os.getpid(), "client_id": self.client_id,
-            "state": self.state, "connected": self.client.connected,
+            "state": self.state, "state_since": self.state_since,
+            "connected": self.client.connected,
             "subscriptions": sorted(e[0] for e in self.subscribed.values()),
             "routes_held": [r.key for r in self.held],
             "inflight": self.dispatcher.inflight, "queued": self.dispatcher.queued,
