@@ -206,7 +206,7 @@ ROUTE_STATS = {"processed": COUNT, "errors": COUNT, "avg_ms": AMOUNT, "p50_ms": 
 # writer's addition is the business of its reader.
 HEALTH: dict[str, Check] = {
     "instance": POSITIVE, "pid": POSITIVE, "client_id": TEXT, "state": TEXT,
-    "connected": FLAG, "subscriptions": TEXTS, "routes_held": TEXTS,
+    "state_since": AMOUNT, "connected": FLAG, "subscriptions": TEXTS, "routes_held": TEXTS,
     "inflight": COUNT, "queued": COUNT, "reconnects": COUNT, "rss_bytes": COUNT,
     "cpu_seconds": AMOUNT, "started_at": AMOUNT, "updated_at": AMOUNT, "plan_version": COUNT,
     "received": COUNT, "processed": COUNT, "errors": COUNT, "unrouted": COUNT,

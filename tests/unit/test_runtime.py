@@ -1,4 +1,5 @@
 """The runtime directory's files: checked reads, explicit modes, the plan's trust, locks."""
+import ast
 import json
 import logging
 import os
@@ -61,12 +62,24 @@ def test_keys_of_the_wrong_type_are_dropped_and_named(tmp_path):
     assert float(doc.get("rate", 0.0)) + int(doc.get("inflight", 0)) == 0
 
 
-def test_every_key_the_worker_writes_is_checked():
+def keys_written(module: str, cls: str, method: str) -> set[str]:
+    """The string keys of the dict literal that `cls.method` in routemq/<module>.py returns."""
+    tree = ast.parse((ROOT / "routemq" / f"{module}.py").read_text())
+    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    fn = next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == method)
+    returned = next(n.value for n in ast.walk(fn) if isinstance(n, ast.Return))
+    return {k.value for k in returned.keys if isinstance(k, ast.Constant)}
+
+
+def test_every_key_the_worker_and_the_master_write_is_checked():
+    """A key added to a writer must get its check here (status and the master rely on it)."""
     from routemq.metrics import WorkerMetrics
-    written = {"instance", "pid", "client_id", "state", "connected", "subscriptions",
-               "routes_held", "inflight", "queued", "reconnects", "rss_bytes", "cpu_seconds",
-               "started_at", "updated_at", "plan_version", *WorkerMetrics().snapshot()}
-    assert written <= set(runtime.HEALTH)
+    written = keys_written("worker", "Worker", "health") | set(WorkerMetrics().snapshot())
+    assert {"pid", "updated_at", "rate", "inflight"} <= written
+    assert written - set(runtime.HEALTH) == set()
+    written = keys_written("master", "Master", "snapshot")
+    assert {"pid", "sessions", "members"} <= written
+    assert written - set(runtime.MASTER) == set()
 
 
 def test_per_route_figures_are_checked(tmp_path):
