@@ -124,13 +124,17 @@ class Master:
         self.advance(now)
 
     def advance(self, now: float) -> None:
-        """Finish a hand-over once every live instance that gains a route has applied the
-        overlap, i.e. the broker has acknowledged its new subscriptions."""
+        """Finish a hand-over once every member that gains a route has applied the overlap,
+        i.e. the broker has acknowledged its new subscriptions."""
         if self.target is None or self.written is None:
             return
-        alive = self.present(now)
+        # Every member that gains a route, started or still starting (the autoscaler's new
+        # instance has no health file yet): letting the old owner go first leaves the route
+        # without a subscriber, and the broker drops what is published meanwhile. A member
+        # that never comes up leaves the plan (membership), which re-plans without it.
         waiting = sorted(i for i in gains(self.before, self.target)
-                         if i in alive and not self._applied(i, self.written.generation))
+                         if i in self.membership.members
+                         and not self._applied(i, self.written.generation))
         if waiting and now < self.handover_deadline:
             return
         if waiting:

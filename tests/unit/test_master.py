@@ -250,3 +250,21 @@ def dead_pid():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def test_a_new_instance_with_no_health_file_yet_is_waited_for(tmp_path):
+    """The autoscaler's new instance has not written a file yet when the plan moves routes
+    to it: finishing the hand-over then would leave those routes with no subscriber."""
+    m = make_master(tmp_path, workers="1")
+    health(tmp_path, 1, at=0.0, version=1)
+    m.tick(0.0)
+    m.membership.add(2, 0.5)  # what the autoscaler does, with backend.start(2)
+    m._replan = True
+    m.tick(0.5)
+    between = plan_file(tmp_path)
+    assert between.owners("shared:s/{x}") == (1, 2) and m.target is not None
+    m.tick(1.0)
+    assert m.target is not None  # 2 has not subscribed yet: the hand-over waits
+    health(tmp_path, 2, at=1.5, version=between.generation)
+    m.tick(1.5)
+    assert m.target is None
