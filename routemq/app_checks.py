@@ -18,15 +18,10 @@ from typing import Any
 from routemq.config import where
 from routemq.config_keys import MAX_INSTANCES
 from routemq.router import Route, Router
+from routemq.timings import (CANCEL_GRACE, DRAIN_BUDGET, HANDOVER_WAIT, UNIT_STOP_BUDGET,
+                             UNSUBACK_WAIT)
 from routemq.topics import filters_overlap
 
-# The worker unit's stop budget: TimeoutStopSec=50 in routemq-worker@.service covers the
-# hand-over wait and the UNSUBACK wait (routemq.worker's HANDOVER_WAIT and UNSUBACK_WAIT)
-# and then drain_timeout. Beyond it systemd kills the worker in the middle of its drain.
-UNIT_STOP_BUDGET = 50.0
-HANDOVER_WAIT = 10.0
-UNSUBACK_WAIT = 5.0
-DRAIN_BUDGET = UNIT_STOP_BUDGET - HANDOVER_WAIT - UNSUBACK_WAIT
 # A session must outlive the time a worker can be away: a restart-limited unit, a reboot or an
 # upgrade takes minutes, and the master plans a dead instance out (and drains it) after 60 s.
 MIN_SAFE_SESSION_EXPIRY = 300
@@ -109,7 +104,8 @@ def warn_application(config: Any, router: Router) -> list[str]:
         warnings.append(
             f"{setting(config, 'drain_timeout')}: longer than the worker unit allows "
             f"(TimeoutStopSec={UNIT_STOP_BUDGET:.0f} = {HANDOVER_WAIT:.0f} s hand-over + "
-            f"{UNSUBACK_WAIT:.0f} s UNSUBACK + at most {DRAIN_BUDGET:.0f} s drain): systemd "
+            f"{UNSUBACK_WAIT:.0f} s UNSUBACK + at most {DRAIN_BUDGET:.0f} s drain + "
+            f"{CANCEL_GRACE:.0f} s for cancelled handlers): systemd "
             f"kills a stopping worker mid-drain and its messages run again; raise "
             f"TimeoutStopSec with `systemctl edit routemq-worker@.service`")
     return warnings

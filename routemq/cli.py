@@ -191,9 +191,7 @@ def cmd_worker(config: Any) -> int:
     # The application may want to know which instance runs it (logging, metrics labels).
     os.environ["ROUTEMQ_INSTANCE"] = str(config.instance)
     router = _load_checked_app(config)  # a broken application is a configuration error
-    # `drain` only when asked: run_worker takes the keyword from the version that drains.
-    extra = {"drain": True} if config.drain else {}
-    return run_worker(config, config.instance, router, **extra)
+    return run_worker(config, config.instance, router, drain=config.drain)
 
 
 def check_report(config: Any) -> tuple[dict[str, Any], int]:

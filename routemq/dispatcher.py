@@ -43,13 +43,13 @@ from typing import Any, Callable, Iterable, Protocol
 from routemq.metrics import WorkerMetrics
 from routemq.payload import decode_payload
 from routemq.router import Route, Router
+from routemq.timings import CANCEL_GRACE
 
 log = logging.getLogger("routemq.dispatch")
 
 Params = dict[str, str]
 
 STUCK_GRACE = 5.0  # seconds a cancelled handler may take to end before we call it stuck
-CANCEL_GRACE = 2.0  # seconds a stopping worker waits for cancelled handlers to end
 
 
 class Delivery(Protocol):

@@ -31,12 +31,12 @@ from routemq.router import Router
 from routemq.runtime import FileLock, RuntimePaths
 from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
                              unmark_session, until_quiet)
+from routemq.timings import UNSUBACK_WAIT
 
 log = logging.getLogger("routemq.drain")
 
 EXIT_DRAINED, EXIT_FAILED, EXIT_BUSY = 0, 1, 75  # 75: EX_TEMPFAIL, try again later
 CONNECT_WAIT = 30.0
-UNSUBACK_WAIT = 5.0
 DRAIN_LIMIT = 300.0  # seconds to hand over what a session holds before giving up for now
 
 

@@ -27,7 +27,7 @@ from routemq.embedded import EmbeddedBroker, EmbeddedBrokerError
 from routemq.master import Master, MasterError
 from routemq.router import Router
 from routemq.runtime import RuntimePaths, ensure_dir, master_lock_holder, running_master
-from routemq.worker import UNSUBACK_WAIT
+from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
 
 log = logging.getLogger("routemq.run")
 
@@ -88,7 +88,8 @@ def run(config: Any, router: Router, workers: int | None = None) -> int:
         return 0
     finally:
         master.close()
-        backend.stop_all(config.drain_timeout + UNSUBACK_WAIT + STOP_MARGIN)
+        backend.stop_all(HANDOVER_WAIT + UNSUBACK_WAIT + config.drain_timeout + CANCEL_GRACE
+                         + STOP_MARGIN)
         if master.claimed:
             try:
                 os.unlink(master.paths.plan)  # the fleet is gone; no worker should wait for it

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from routemq.mqtt import ConnectOptions, MqttClient
 from routemq.router import Route, Router
+from routemq.runtime import ensure_dir
 
 _MARKER = re.compile(r"^(\d+)\.session$")
 QUIET = 1.0  # seconds without a delivery, nothing running: the session has nothing left
@@ -116,7 +117,7 @@ def marker_path(workers_dir: str, instance: int) -> str:
 
 def mark_session(workers_dir: str, instance: int) -> None:
     """Instance `instance` may have a broker session from now on (call before connecting)."""
-    os.makedirs(workers_dir, exist_ok=True)
+    ensure_dir(workers_dir)
     fd = os.open(marker_path(workers_dir, instance),
                  os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     os.close(fd)

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from typing import Any, Coroutine
 
-from routemq.dispatcher import CANCEL_GRACE, Dispatcher, dead_letter_publisher
+from routemq.dispatcher import Dispatcher, dead_letter_publisher
 from routemq.membership import Release, release_on_stop
 from routemq.metrics import WorkerMetrics
 from routemq.mqtt import Message, MqttClient
@@ -44,13 +44,12 @@ from routemq.runtime import (FileLock, RuntimePaths, load_plan, lock_holder, rea
                              running_master, write_json_atomic)
 from routemq.session import (client_id, connect_options, end_session, mark_session, on_loop,
                              routes_by_id, unmark_session, until_quiet)
+from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
 from routemq.topics import filters_overlap
 
 log = logging.getLogger("routemq.worker")
 
 PLAN_WAIT = 15.0  # seconds to wait for a plan that includes this instance
-HANDOVER_WAIT = 10.0  # seconds a stopping worker waits for the master to move its routes
-UNSUBACK_WAIT = 5.0
 LOCK_WAIT = 50.0  # seconds to wait for the instance's lock (a drainer of its old session)
 
 
