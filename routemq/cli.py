@@ -241,7 +241,8 @@ def cmd_check(config: Any) -> int:
 
 def cmd_status(config: Any) -> int:
     from routemq.fleet import read_configured_fleet
-    from routemq.status import build_status, exit_code, render_table
+    from routemq.status import build_status, exit_code
+    from routemq.status_text import render_table
 
     status = build_status(read_configured_fleet(config))
     print(json.dumps(status, indent=2) if config.json else render_table(status))

@@ -2,7 +2,7 @@
 
     snap = routemq.fleet.read_fleet(config.runtime_dir, health_interval=1.0)
     status = build_status(snap)           # a JSON-ready dict: `routemq status --json`
-    print(render_table(status))           # `routemq status`
+    print(status_text.render_table(status))  # `routemq status`
     sys.exit(exit_code(status))           # 0 healthy, 1 degraded, 3 unhealthy
 
 Who is alive: a worker whose process exists and whose health file was rewritten within
@@ -115,7 +115,7 @@ def instance_problem(row: Mapping[str, Any]) -> str | None:
         if since is not None and since <= STARTUP_GRACE:
             return None
         return f"{name} is still {state}" + \
-            (f" after {_duration(since)}" if since is not None else "")
+            (f" after {duration(since)}" if since is not None else "")
     if not row["alive"]:
         why = NOT_ALIVE.get(state)
         return f"{name} is not alive: {state}" + (f" ({why.format(**row)})" if why else "")
@@ -351,7 +351,7 @@ def _sessions_section(snap: Snapshot, now: float) -> tuple[list[dict[str, Any]],
 def _session_problem(session: Mapping[str, Any]) -> str:
     """"instance 2 is out of the plan but its broker session has not been drained
     (draining for 12s)"."""
-    how = session["state"] + (f" for {_duration(session['age_s'])}"
+    how = session["state"] + (f" for {duration(session['age_s'])}"
                               if session["age_s"] is not None else "")
     return (f"instance {session['instance']} is out of the plan but its broker session has "
             f"not been drained ({how}" + (f": {session['detail']}" if session["detail"]
@@ -359,10 +359,10 @@ def _session_problem(session: Mapping[str, Any]) -> str:
 
 
 def _route_problem(route: Mapping[str, Any]) -> str:
-    held = (f"; held by {_ids(route['holding'])}, not connected to the broker"
+    held = (f"; held by {id_list(route['holding'])}, not connected to the broker"
             if route["holding"] else "")
     return (f"route {route['route']} is held by no alive, connected worker (planned on "
-            f"{_ids(route['planned'])}{held})")
+            f"{id_list(route['planned'])}{held})")
 
 
 def _health(workers: list[dict[str, Any]], routes: list[dict[str, Any]],
@@ -408,7 +408,7 @@ def _warnings(snap: Snapshot, master: dict[str, Any] | None, workers: list[dict[
             if w["problem"]:
                 out.append(w["problem"])
         if w["healthy"] and w["state"] in STARTING_STATES:
-            out.append(f"{name} is starting ({w['state']} for {_duration(w['state_for_s'])})")
+            out.append(f"{name} is starting ({w['state']} for {duration(w['state_for_s'])})")
         if w["alive"] and isinstance(version, int) and isinstance(w["plan_version"], int) \
                 and w["plan_version"] != version:
             out.append(f"{name} applies plan version {w['plan_version']}, the master's is "
@@ -416,14 +416,24 @@ def _warnings(snap: Snapshot, master: dict[str, Any] | None, workers: list[dict[
     for r in routes:
         if r["missing"]:
             out.append(f"route {r['route']} is planned on alive instance(s) "
-                       f"{_ids(r['missing'])}, which do not hold it")
+                       f"{id_list(r['missing'])}, which do not hold it")
         if r["unexpected"]:
             out.append(f"route {r['route']} is held by unplanned instance(s) "
-                       f"{_ids(r['unexpected'])}")
+                       f"{id_list(r['unexpected'])}")
     return list(dict.fromkeys(out))  # e.g. a reason that is also a note: once
 
 
-def _ids(ids: list[int] | None) -> str:
+def duration(seconds: float | None) -> str:
+    """3725 -> '1h2m', 75 -> '1m15s', 4.2 -> '4s'."""
+    if seconds is None:
+        return "-"
+    s = int(max(seconds, 0))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60}m"
+    return f"{s // 60}m{s % 60}s" if s >= 60 else f"{s}s"
+
+
+def id_list(ids: list[int] | None) -> str:
     return ",".join(map(str, ids)) if ids else "-"
 
 
@@ -498,126 +508,3 @@ def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
         "sessions": sessions,
         "warnings": _warnings(snap, master, workers, routes, health["reasons"], session_notes),
     }
-
-
-def summary_line(status: Mapping[str, Any]) -> str:
-    """One line for the master's STATUS= (and the table's heading).
-
-        'degraded: 3/4 workers healthy (75.0%), 12.5 msg/s, 2 warnings'
-    """
-    h, o = status["health"], status["overview"]
-    n = len(status["warnings"])
-    return (f"{h['status']}: {h['healthy_workers']}/{h['total_workers']} workers healthy "
-            f"({h['health_percentage']}%), {o['rate']:g} msg/s"
-            + (f", {n} warning{'s' if n != 1 else ''}" if n else ""))
-
-
-# --- the table ----------------------------------------------------------------------------------
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:g}" if abs(value) < 1e6 else f"{value:.0f}"
-    return str(value)
-
-
-def _duration(seconds: float | None) -> str:
-    """3725 -> '1h2m', 75 -> '1m15s', 4.2 -> '4s'."""
-    if seconds is None:
-        return "-"
-    s = int(max(seconds, 0))
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60}m"
-    return f"{s // 60}m{s % 60}s" if s >= 60 else f"{s}s"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    cells = [header] + [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-
-
-WORKER_COLUMNS = [
-    ("INST", "instance"), ("PID", "pid"), ("ALIVE", "alive"), ("STATE", "state"),
-    ("RESTARTS", "restarts"), ("CONN", "connected"), ("MSG/S", "rate"),
-    ("PROCESSED", "processed"), ("ERRORS", "errors"), ("AVG MS", "latency_avg_ms"),
-    ("P99 MS", "latency_p99_ms"), ("INFLIGHT", "inflight"), ("RSS MB", "memory_mb"),
-    ("CPU %", "cpu_percent"), ("ROUTES", "routes_held"),
-]
-
-
-def _route_check(route: Mapping[str, Any]) -> str:
-    if not route["holding"]:
-        return "NO WORKER"
-    if route["uncovered"]:
-        return "DISCONNECTED"
-    if route["mismatch"]:
-        return "MISMATCH"
-    planned = route["planned"]
-    if planned is not None and len(route["serving"]) < len(planned):
-        return f"{len(route['serving'])}/{len(planned)}"  # of them alive and connected
-    return "ok"
-
-
-MASTER_STATES = {"running": "running", "stale": "NOT RESPONDING"}
-
-
-def render_table(status: Mapping[str, Any]) -> str:
-    """The dashboard as text for a terminal: heading, workers, routes, master, warnings."""
-    o = status["overview"]
-    reasons = status["health"]["reasons"]
-    lines = [f"RouteMQ {summary_line(status)}"] + [f"  - {r}" for r in reasons] + [
-             f"host {status['host']}  group {status['group'] or '-'}  backend "
-             f"{status['backend']}  plan from {status['plan_source'] or '-'}  "
-             f"processed {o['processed']}  errors {o['errors']}", ""]
-    rows = []
-    for w in status["workers"]:
-        row = [w[key] for _, key in WORKER_COLUMNS]
-        row[0] = f"{w['instance']}" + ("" if w["planned"] else "*")
-        row[-1] = len(w["routes_held"]) if w["health_age_s"] is not None else None
-        rows.append(row)
-    if rows:
-        lines += _table([h for h, _ in WORKER_COLUMNS], rows)
-        lines.append("CPU % is the average since the worker started (cpu_seconds / uptime)."
-                     + ("  * not in the plan." if any(not w["planned"]
-                                                        for w in status["workers"]) else ""))
-    else:
-        lines.append("no workers planned or running")
-    if status["routes"]:
-        lines.append("")
-        lines += _table(["ROUTE", "PLANNED", "HOLDING", "CHECK"], [
-            [r["route"], _ids(r["planned"]) if r["planned"] is not None else "?",
-             _ids(r["holding"]), _route_check(r)]
-            for r in status["routes"]])
-    if status["sessions"]:
-        lines += ["", "broker sessions not drained yet (instances out of the plan):"]
-        lines += _table(["INST", "STATE", "FOR", "DETAIL"], [
-            [s["instance"], s["state"], _duration(s["age_s"]), s["detail"]]
-            for s in status["sessions"]])
-    m = status["master"]
-    lines.append("")
-    if m is None and status["master_expected"]:
-        lines.append(f"master: NOT RUNNING ({status['master_expected']}; no master.json)")
-    elif m is None:
-        lines.append("master: none (standalone workers)")
-    else:
-        scaler = m["autoscaler"]
-        lines.append(
-            f"master: pid {_cell(m['pid'])} {MASTER_STATES.get(m['state'], 'NOT RUNNING')}, "
-            f"backend {_cell(m['backend'])}, plan version {_cell(m['plan_version'])}, "
-            f"up {_duration(m['uptime_s'])}, updated {_duration(m['updated_age_s'])} ago"
-            + (", plan hand-over in progress" if m["handover"] else ""))
-        if isinstance(scaler, Mapping) and scaler.get("enabled"):
-            lines.append(
-                f"autoscaler: {scaler.get('min')}..{scaler.get('max')} workers, target "
-                f"{_cell(scaler.get('target'))}, {_cell(scaler.get('rate'))} msg/s, last: "
-                f"{_cell(scaler.get('last_action'))}")
-        elif isinstance(scaler, Mapping):
-            lines.append("autoscaler: off")
-    others = [w for w in status["warnings"] if w not in reasons]  # reasons are at the top
-    if others:
-        lines += ["", "warnings:"] + [f"  - {w}" for w in others]
-    return "\n".join(lines)

@@ -7,8 +7,8 @@ import pytest
 import routemq.status
 from routemq.fleet import Snapshot, UnitState
 from routemq.plan import Plan
-from routemq.status import (build_status, classify, exit_code, freshness_limit, overall_health,
-                            render_table, summary_line)
+from routemq.status import build_status, classify, exit_code, freshness_limit, overall_health
+from routemq.status_text import render_table, summary_line
 
 NOW = 2_000_000.0
 A, B, C = "shared:a/{id}", "shared:b", "single:c"
