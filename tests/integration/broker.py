@@ -443,3 +443,71 @@ class Collector:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+# -- a publisher that knows what the broker acknowledged --------------------------------------
+
+class AckedPublisher:
+    """A QoS 1 paho publisher (paho 1.6 and 2.x) that numbers its messages and tells which of
+    them the broker acknowledged (PUBACK received): the ground truth of "nothing lost".
+
+    ``publish(topic, seq)`` sends ``{"seq": seq}``; ``acked()`` is the set of acknowledged
+    seqs. ``reasons`` counts PUBACK reason codes where paho reports them (2.x): 16 is "no
+    matching subscribers" (accepted, yet delivered to no one).
+    """
+
+    def __init__(self, host: str, port: int, client_id: str = "", protocol: str = "5") -> None:
+        self.host, self.port = host, port
+        proto = paho.MQTTv5 if protocol == "5" else paho.MQTTv311
+        if hasattr(paho, "CallbackAPIVersion"):
+            self._client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                                       client_id=client_id, protocol=proto)
+            self._client.on_publish = self._on_publish
+        else:
+            self._client = paho.Client(client_id=client_id, protocol=proto)
+        self._client.max_inflight_messages_set(500)
+        self._connected = threading.Event()
+        self._client.on_connect = lambda *a: self._connected.set()
+        self._sent: list[tuple[int, str, float, paho.MQTTMessageInfo]] = []
+        self.reasons: dict[int, int] = {}
+
+    def _on_publish(self, client: paho.Client, userdata: object, mid: int,
+                    reason: object = None, properties: object = None) -> None:
+        code = int(getattr(reason, "value", reason) or 0)
+        self.reasons[code] = self.reasons.get(code, 0) + 1
+
+    def start(self, timeout: float = 10.0) -> "AckedPublisher":
+        self._client.connect(self.host, self.port)
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            raise TimeoutError(f"publisher: no CONNACK from {self.host}:{self.port}")
+        return self
+
+    def publish(self, topic: str, seq: int) -> None:
+        payload = json.dumps({"seq": seq}, separators=(",", ":"))
+        info = self._client.publish(topic, payload, qos=1)
+        self._sent.append((seq, topic, time.monotonic(), info))
+
+    @property
+    def sent(self) -> int:
+        return len(self._sent)
+
+    def acked(self, before: float | None = None) -> set[int]:
+        """Seqs the broker acknowledged (published before monotonic time `before`, if given)."""
+        return {seq for seq, _, at, info in list(self._sent)
+                if info.is_published() and (before is None or at < before)}
+
+    def topics(self) -> dict[int, str]:
+        """seq -> topic of every message sent."""
+        return {seq: topic for seq, topic, _, _ in list(self._sent)}
+
+    def wait_acked(self, timeout: float = 30.0) -> set[int]:
+        """Until every message sent so far is acknowledged or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        while len(self.acked()) < self.sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.acked()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

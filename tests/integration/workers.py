@@ -8,14 +8,17 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
-from tests.integration.broker import Mosquitto
+from tests.integration.broker import HOST, AckedPublisher, Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).resolve().parent / "apps" / "basic"
@@ -170,12 +173,96 @@ class Fleet:
                 return rows
             time.sleep(0.1)
 
+    def wait_handled(self, seqs: set[int], timeout: float = 60.0
+                     ) -> list[tuple[int, str, str, str]]:
+        """Until every seq in `seqs` was recorded by some handler, or the deadline passes;
+        returns the records either way (see `lost` for the verdict)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.processed()
+            if seqs <= handled_seqs(rows) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+
 
 def tally(rows: list[tuple[int, str, str, str]]) -> tuple[collections.Counter, collections.Counter]:
     """(messages per worker, times each (topic, seq) was processed)."""
     per_worker = collections.Counter(r[0] for r in rows)
     per_message = collections.Counter((r[2], r[3]) for r in rows)
     return per_worker, per_message
+
+
+def handled_seqs(rows: list[tuple[int, str, str, str]]) -> set[int]:
+    """The numbered messages (payload {"seq": n}) among the records."""
+    return {int(r[3]) for r in rows if r[3].isdigit()}
+
+
+def lost(rows: list[tuple[int, str, str, str]], acked: set[int],
+         topics: dict[int, str]) -> tuple[set[int], str]:
+    """(acknowledged seqs no handler recorded, a one-line account for the assertion: lost
+    per route, duplicates, an example). Duplicates are allowed (at-least-once)."""
+    handled = handled_seqs(rows)
+    missing = acked - handled
+    per_seq = collections.Counter(int(r[3]) for r in rows if r[3].isdigit())
+    duplicates = sum(n - 1 for n in per_seq.values())
+    by_route = collections.Counter(topics.get(s, "?").split("/")[0] for s in missing)
+    return missing, (f"{len(missing)} of {len(acked)} acknowledged messages lost "
+                     f"(by route: {dict(sorted(by_route.items()))}), {duplicates} duplicates, "
+                     f"{len(handled - acked)} handled but not acknowledged; "
+                     f"e.g. {sorted(missing)[:8]}")
+
+
+class AckedStream:
+    """A steady QoS 1 stream in the background: `rate` messages a second (change it at any
+    time), round robin over `routes` (topic <route>/<seq % 5>; repeat a route to weigh it),
+    numbered from 0, until stop(); `burst(n)` adds n at once. `publisher` knows which seqs
+    the broker acknowledged."""
+
+    TICK = 0.02
+
+    def __init__(self, publisher: AckedPublisher, routes: Sequence[str], rate: float) -> None:
+        self.publisher, self.routes, self.rate = publisher, list(routes), rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._lock = threading.Lock()
+        self._extra = 0
+
+    def burst(self, n: int, timeout: float = 30.0) -> None:
+        """Publish `n` more messages at once; return when the broker acknowledged them.
+        Above what the workers handle, they queue at the broker for the routes' owners."""
+        want = self.publisher.sent + n
+        with self._lock:
+            self._extra += n
+        deadline = time.monotonic() + timeout
+        while len(self.publisher.acked()) < want:
+            assert time.monotonic() < deadline, f"burst of {n} not acknowledged in {timeout}s"
+            time.sleep(0.05)
+
+    def _run(self) -> None:
+        seq, budget, last = 0, 0.0, time.monotonic()
+        while not self._stop.wait(self.TICK):
+            now = time.monotonic()
+            with self._lock:
+                budget, self._extra = budget + self._extra, 0
+            budget, last = budget + self.rate * (now - last), now
+            while budget >= 1:
+                route = self.routes[seq % len(self.routes)]
+                self.publisher.publish(f"{route}/{seq % 5}", seq)
+                seq, budget = seq + 1, budget - 1
+
+    def __enter__(self) -> "AckedStream":
+        self._thread.start()
+        return self
+
+    def stop(self, ack_timeout: float = 30.0) -> set[int]:
+        """Stop publishing; wait for the outstanding PUBACKs; the acknowledged seqs."""
+        self._stop.set()
+        self._thread.join(30)
+        return self.publisher.wait_acked(ack_timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
 
 
 class Run(Fleet):
@@ -189,11 +276,18 @@ class Run(Fleet):
         self.log_path = directory / "run.stdout"
 
     def start_run(self, *args: str, **extra: str) -> "Run":
+        return self._spawn(["run", "--workers", str(self.workers_total), *args], extra)
+
+    def start_master(self, **extra: str) -> "Run":
+        """`routemq master` alone, as routemq-master.service runs it: no back end, so the
+        workers are started by hand (`start`), as systemd would start the units."""
+        return self._spawn(["master"], extra)
+
+    def _spawn(self, args: list[str], extra: dict[str, str]) -> "Run":
         env = self.env(0, TEST_WORKER="", **extra)  # each worker records as its instance
         out = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "routemq", "run", "--workers", str(self.workers_total),
-             *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(self.dir))
+        self.proc = subprocess.Popen([sys.executable, "-m", "routemq", *args], env=env,
+                                     stdout=out, stderr=subprocess.STDOUT, cwd=str(self.dir))
         out.close()
         return self
 
@@ -282,3 +376,90 @@ class Run(Fleet):
             return done.returncode, json.loads(done.stdout)
         except ValueError:
             raise AssertionError(f"status printed no JSON: {done.stdout!r} {done.stderr!r}")
+
+
+@dataclass
+class Address:
+    """Where a broker listens (what Fleet needs of a Mosquitto)."""
+
+    host: str
+    port: int
+
+
+class EmbeddedRun(Run):
+    """`routemq run` without MQTT_BROKER: it starts its private mosquitto (the embedded
+    default) and prints where; `broker` is that address once `wait_broker()` returned."""
+
+    TRY_LINE = re.compile(r"routemq run: try  mosquitto_pub -h (\S+) -p (\d+) ")
+
+    def __init__(self, directory: Path, workers: int, app: Path = APP, **config: str) -> None:
+        super().__init__(Address(HOST, 0), directory, workers, app, **config)  # type: ignore
+
+    def env(self, instance: int, **extra: str) -> dict[str, str]:
+        env = super().env(instance, **extra)
+        for key in ("MQTT_BROKER", "MQTT_PORT"):
+            env.pop(key, None)
+        env["ROUTEMQ_CLIENT_ID_PREFIX"] = "embedded"  # its own broker: no other test's ids
+        return env
+
+    def wait_broker(self, timeout: float = 30.0) -> Address:
+        deadline = time.monotonic() + timeout
+        while not (found := self.TRY_LINE.search(self.output())):
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"routemq run exited {self.proc.returncode}:\n"
+                                     f"{self.output()[-3000:]}")
+            assert time.monotonic() < deadline, f"no broker line:\n{self.output()[-3000:]}"
+            time.sleep(0.1)
+        self.broker = Address(found.group(1), int(found.group(2)))  # type: ignore[assignment]
+        return self.broker
+
+    def cleanup(self) -> None:
+        """SIGTERM, not SIGKILL, first: the private broker runs in its own session and only
+        a clean `routemq run` stops it; then, by pid, whatever is left."""
+        for doc in self.healths().values():
+            if isinstance(doc.get("pid"), int):
+                _signal_pid(doc["pid"], signal.SIGCONT)  # a stopped worker cannot drain
+        self.stop_all()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill_run()
+        pid = listener_pid(self.broker.port) if self.broker.port else None
+        if pid is not None and "routemq-broker-" in cmdline(pid):
+            _signal_pid(pid, signal.SIGKILL)
+
+
+def _signal_pid(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def listener_pid(port: int) -> int | None:
+    """The pid of the process listening on 127.0.0.1:`port` (from /proc), if any."""
+    want = f"0100007F:{port:04X}"
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == want and fields[3] == "0A":  # 0A: LISTEN
+            inode = fields[9]
+    if inode is None:
+        return None
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == f"socket:[{inode}]" for fd in fd_dir.iterdir()):
+                return int(fd_dir.parent.name)
+        except OSError:
+            continue
+    return None

@@ -1,0 +1,242 @@
+"""Nothing lost in the product's own routine operations (issue 10): a join, the autoscaler
+going up and down, a health file removed once, a dead instance planned out, a 30 s SIGSTOP
+under `routemq run`'s own broker.
+
+Each test counts the publisher's ACKNOWLEDGED messages (QoS 1, PUBACK received: see
+AckedPublisher) against what the handlers recorded, and wants every one of them handled at
+least once (duplicates are allowed and reported). The handlers of the `moves` application take
+200 ms and max_inflight bounds each worker's concurrency, so deliveries are in flight, and
+queued at the broker, whenever the plan changes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.integration.broker import AckedPublisher, Mosquitto
+from tests.integration.workers import (AckedStream, EmbeddedRun, Fleet, Run, cmdline,
+                                       handled_seqs, lost)
+
+MOVES = Path(__file__).resolve().parent / "apps" / "moves"
+SHARED = [f"m{n}" for n in range(6)] + ["pair"]
+ALL = SHARED + ["plain"]
+# 200 ms a message, at most 8 at a time: a worker handles 40 messages/s at most, so a stream
+# above that queues at the broker for the route's owner (where a move used to lose it).
+SLOW = {"TEST_SLOW": "0.2", "ROUTEMQ_MAX_INFLIGHT": "8"}
+# Messages at once on top of a light stream: the queue a plan change meets. A worker reads
+# ahead up to its dispatcher's high water (256 waiting), so well over 2 x 256 of them wait at
+# the broker, in the owners' sessions.
+BURST = 1200
+UNROUTED = "no route held by this worker"
+
+
+@pytest.fixture
+def publisher() -> Iterator[Callable[[str, int], AckedPublisher]]:
+    """make(host, port) -> a started AckedPublisher; all stopped at the end."""
+    made: list[AckedPublisher] = []
+
+    def make(host: str, port: int) -> AckedPublisher:
+        made.append(AckedPublisher(host, port).start())
+        return made[-1]
+    yield make
+    for p in made:
+        p.stop()
+
+
+@pytest.fixture
+def embedded_run(tmp_path: Path) -> Iterator[EmbeddedRun]:
+    """`routemq run --workers 2` of the moves application, with its own private broker."""
+    run = EmbeddedRun(tmp_path / "embedded", 2, app=MOVES, **SLOW)
+    yield run
+    run.cleanup()
+
+
+def until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f}s"
+        time.sleep(0.1)
+
+
+def handled_by(fleet: Fleet, instance: int) -> int:
+    return sum(1 for row in fleet.processed() if row[0] == instance)
+
+
+def unrouted_lines(fleet: Fleet) -> int:
+    """Log lines of the run and its workers that acked a delivery as unrouted."""
+    return sum(path.read_text(errors="replace").count(UNROUTED)
+               for path in fleet.dir.glob("*.stdout"))
+
+
+def assert_none_lost(fleet: Fleet, publisher: AckedPublisher, acked: set[int],
+                     timeout: float, note: str = "") -> None:
+    """Every acknowledged message handled within `timeout` seconds from now."""
+    assert len(acked) > 500, f"only {len(acked)} of {publisher.sent} messages acknowledged"
+    rows = fleet.wait_handled(acked, timeout)
+    missing, account = lost(rows, acked, publisher.topics())
+    assert not missing, (f"{account}; {unrouted_lines(fleet)} '{UNROUTED}' log lines; "
+                         f"PUBACK reason codes {publisher.reasons}. {note}")
+
+
+def slow_run(make_run: Callable[..., Run], workers: int, **config: str) -> Run:
+    run = make_run(workers, app=MOVES, **{**SLOW, **config}).start_run()
+    run.wait_settled(range(1, workers + 1))
+    return run
+
+
+@pytest.mark.xfail(strict=False, reason="issue 10: the old owner of a moved route acks what "
+                   "still reaches its old subscription as 'no route held by this worker'")
+def test_a_join_during_a_stream_loses_nothing(make_run, broker: Mosquitto, publisher):
+    run = slow_run(make_run, 2)
+    pub = publisher(broker.host, broker.port)
+    with AckedStream(pub, ALL, rate=40) as stream:
+        until(lambda: len(run.processed()) >= 100, 20, "the stream was not handled")
+        stream.burst(BURST)
+        run.start(3)  # `routemq worker --instance 3` by hand, as an operator
+        docs = run.wait_settled([1, 2, 3])
+        assert docs[3]["routes_held"], "no route moved to the new instance"
+        mark = handled_by(run, 3)
+        until(lambda: handled_by(run, 3) >= mark + 200, 20, "instance 3 handled nothing")
+    acked = stream.stop()
+    assert_none_lost(run, pub, acked, timeout=60,
+                     note=f"routes moved to instance 3: {docs[3]['routes_held']}")
+    assert run.stop_run() == 0
+
+
+@pytest.mark.xfail(strict=False, reason="issue 10: routes that move on a scale-up or "
+                   "scale-down lose what was in flight or queued for their old owner")
+def test_autoscaler_up_and_down_during_a_stream_loses_nothing(make_run, broker: Mosquitto,
+                                                               publisher):
+    run = slow_run(make_run, 2, ROUTEMQ_AUTOSCALE="true", MIN_WORKERS="2", MAX_WORKERS="4",
+                   ROUTEMQ_TARGET_RATE_PER_WORKER="15", ROUTEMQ_SCALE_INTERVAL="1",
+                   ROUTEMQ_SCALE_COOLDOWN="3")
+    pub = publisher(broker.host, broker.port)
+    # Heavy: a burst and a stream at what 2 workers handle (80/s, calling for 4 at 15/s
+    # each): the routes that move to the new instances have a queue at the broker.
+    with AckedStream(pub, ALL, rate=80) as stream:
+        stream.burst(BURST)
+        run.wait_settled([1, 2, 3, 4], timeout=60)
+        marks = {i: handled_by(run, i) for i in (3, 4)}
+        until(lambda: all(handled_by(run, i) >= marks[i] + 50 for i in (3, 4)), 20,
+              "the new instances handled nothing")
+        stream.rate = 20  # light (20/15 after the cpu factor: 2), yet still in flight
+        run.wait_settled([1, 2], timeout=60)
+        mark = len(run.processed())
+        until(lambda: len(run.processed()) >= mark + 60, 20, "nothing handled after scale-down")
+    acked = stream.stop()
+    assert "autoscaler" in run.output() and run.master()["autoscaler"]["target"] == 2
+    assert_none_lost(run, pub, acked, timeout=60)
+    assert run.stop_run() == 0
+
+
+@pytest.mark.xfail(strict=False, reason="issue 10: a missing health file reads as a clean "
+                   "stop; the routes move away and back and lose their deliveries in flight")
+def test_a_health_file_removed_once_loses_nothing(make_run, broker: Mosquitto, publisher):
+    run = slow_run(make_run, 2)
+    pub = publisher(broker.host, broker.port)
+    generation = run.master()["plan_version"]
+    with AckedStream(pub, ALL, rate=40) as stream:
+        until(lambda: len(run.processed()) >= 100, 20, "the stream was not handled")
+        stream.burst(BURST)
+        health = run.runtime / "workers" / "1.json"
+        health.unlink()
+        until(health.exists, 10, "worker 1 did not rewrite its health file")
+        run.wait_settled([1, 2])
+        mark = len(run.processed())
+        until(lambda: len(run.processed()) >= mark + 300, 20, "the stream stalled")
+        run.wait_settled([1, 2])
+    acked = stream.stop()
+    assert_none_lost(run, pub, acked, timeout=60, note="plan generation "
+                     f"{generation} -> {run.master()['plan_version']}")
+    assert run.stop_run() == 0
+
+
+PLAN_OUT_BOUND = 90.0  # seconds from a kill -9 to every queued message handled (README)
+LAG = 5.0  # a message older than this and not handled is stranded (the stream's lag is < 1 s)
+
+
+@pytest.mark.xfail(strict=False, reason="issue 10: a planned-out instance's broker session "
+                   "is not drained and keeps queueing its share; status says healthy")
+def test_a_dead_instance_planned_out_strands_nothing(make_run, broker: Mosquitto, publisher):
+    """The systemd shape: `routemq master` alone, workers 1 and 2 as their own processes;
+    worker 2 is killed and stays dead (a failed unit)."""
+    run = make_run(2, app=MOVES, **SLOW).start_master()
+    until((run.runtime / "plan.json").exists, 20, "the master wrote no plan")
+    for i in (1, 2):
+        run.start(i)
+    run.wait_settled([1, 2])
+    pub = publisher(broker.host, broker.port)
+    samples: list[tuple[float, str, int, object]] = []  # (since kill, health, stranded, sessions)
+
+    def sample(killed_at: float) -> None:
+        """`routemq status --json` once, with what was stranded around the call: acked,
+        older than LAG, and handled neither before nor after the call."""
+        start = time.monotonic()
+        old = pub.acked(before=start - LAG)
+        _, doc = run.status()
+        stranded = old - handled_seqs(run.processed())
+        samples.append((round(start - killed_at, 1), doc["health"]["status"], len(stranded),
+                        run.master().get("sessions")))
+
+    try:
+        with AckedStream(pub, ALL, rate=100) as stream:
+            until(lambda: len(run.processed()) >= 300, 20, "the stream was not handled")
+            run.procs[2].kill()
+            killed_at = time.monotonic()
+            while time.monotonic() < killed_at + 30:  # past the plan-out (~20 s)
+                sample(killed_at)
+        acked = stream.stop()
+        while (not acked <= handled_seqs(run.processed())
+               and time.monotonic() < killed_at + PLAN_OUT_BOUND):
+            sample(killed_at)
+        assert_none_lost(run, pub, acked, timeout=max(0.0, killed_at + PLAN_OUT_BOUND -
+                                                      time.monotonic()),
+                         note=f"{PLAN_OUT_BOUND:.0f}s after the kill; status samples "
+                              f"(s, health, stranded, sessions): {samples}")
+        stranded = [s for s in samples if s[2]]
+        assert stranded, f"the test never saw a stranded message: {samples}"
+        healthy = [s for s in stranded if s[1] == "healthy"]
+        assert not healthy, f"status said healthy while messages were stranded: {healthy}"
+        undrained = [s for s in samples if s[3] and s[1] == "healthy"]
+        assert not undrained, f"status said healthy with undrained sessions: {undrained}"
+    finally:
+        if run.proc is not None and run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGTERM)  # the master ends its drain child, if any
+            run.proc.wait(30)
+
+
+@pytest.mark.xfail(strict=False, reason="issue 10: the embedded broker keeps mosquitto's "
+                   "max_queued_messages 1000 and drops the rest of a stopped worker's queue")
+def test_a_30s_sigstop_under_the_embedded_broker_loses_nothing(embedded_run: EmbeddedRun,
+                                                               publisher):
+    run = embedded_run.start_run()
+    address = run.wait_broker()
+    docs = run.wait_settled([1, 2])
+    # The victim holds the plain route, so both kinds of queue grow at the broker.
+    [victim] = [i for i, d in docs.items() if "single:plain/{id}" in d["routes_held"]]
+    pid = docs[victim]["pid"]
+    pub = publisher(address.host, address.port)
+    # 2 shared : 1 plain; about 6,600 shared and 3,300 plain in all.
+    with AckedStream(pub, SHARED * 2 + ["plain"] * 7, rate=300) as stream:
+        until(lambda: len(run.processed()) >= 300, 20, "the stream was not handled")
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        try:
+            while time.monotonic() < stopped_at + 30:
+                time.sleep(0.2)
+        finally:
+            # A stall watchdog may have replaced it meanwhile: wake only our worker.
+            if "routemq" in cmdline(pid) and "worker" in cmdline(pid):
+                os.kill(pid, signal.SIGCONT)
+        mark = handled_by(run, victim)
+        until(lambda: handled_by(run, victim) >= mark + 100, 30,
+              f"instance {victim} handled nothing after SIGCONT")
+    acked = stream.stop()
+    assert_none_lost(run, pub, acked, timeout=90,
+                     note=f"instance {victim} (pid {pid}) stopped for 30 s")
+    assert run.stop_run() == 0
