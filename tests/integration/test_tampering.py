@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.broker import publish_many
 from tests.integration.workers import Run
+from tests.processes import alive
 
 
 def wait_for(condition, timeout: float, what: str, run: Run | None = None):
@@ -44,15 +45,6 @@ def master_keeps_ticking(run: Run, after: float, ticks: int = 3) -> None:
         return len(seen) >= ticks
     wait_for(ticked, 10, "master.json updates", run)
     assert run.proc.poll() is None and run.master()["pid"] == run.proc.pid
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def children(pid: int) -> set[int]:

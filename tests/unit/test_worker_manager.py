@@ -12,6 +12,7 @@ from routemq import backends
 from routemq.backends import ProcessBackend, WorkerHandle
 from routemq.router import Route, Router
 from routemq.worker_manager import WorkerManager
+from tests.processes import alive
 
 
 def handler(payload, client):
@@ -183,15 +184,6 @@ child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
 print(child.pid, flush=True)
 time.sleep(120)
 """
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_children_die_with_their_parent(tmp_path):
