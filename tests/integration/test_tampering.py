@@ -8,11 +8,13 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from routemq.plan import Plan
 from tests.integration.broker import publish_many
 from tests.integration.workers import Run
 from tests.processes import alive
@@ -180,3 +182,43 @@ def test_a_stalled_worker_is_killed_and_restarted(make_run, broker):
     publish_many(broker, "work/1", 5)
     assert len(run.wait_processed(5, "work", timeout=20)) >= 5
     assert run.stop_run() == 0
+
+
+def test_a_deleted_or_damaged_plan_is_written_again(make_run):
+    """A deleted plan.json left a restarted worker to compute a plan of its own (400 of 400
+    lost once); a corrupt one restarted a worker every 16 s."""
+    run = make_run(2).start_run()
+    run.wait_settled([1, 2])
+    plan = run.runtime / "plan.json"
+    written = plan.read_text()
+    plan.unlink()
+    wait_for(lambda: plan.exists() and plan.read_text() == written, 10, "plan.json again", run)
+    plan.write_text("{garbage")
+    wait_for(lambda: plan.read_text() == written, 10, "plan.json repaired", run)
+    old = run.healths()[2]["pid"]
+    os.kill(old, signal.SIGKILL)  # the restarted worker reads the plan again
+    wait_for(lambda: run.healths().get(2, {}).get("pid") not in (None, old), 20,
+             "worker 2 restarted", run)
+    docs = run.wait_settled([1, 2])
+    assert list(Plan.from_json(written).assignments[2]) == docs[2]["routes_held"]
+    assert run.stop_run() == 0
+
+
+def test_a_second_process_for_one_instance_waits_instead_of_taking_over(fleet_factory):
+    """Two `routemq worker --instance 1` took one client id from each other 41 times in
+    20 s; the second now waits for the first's lock and never connects."""
+    fleet = fleet_factory(1)
+    fleet.start_all()
+    first = fleet.procs[1]
+    out = fleet.dir / "second.stdout"
+    with open(out, "wb") as f:
+        second = subprocess.Popen([sys.executable, "-m", "routemq", "worker", "--instance", "1"],
+                                  env=fleet.env(1), stdout=f, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: f"held by pid {first.pid}" in out.read_text(), 15,
+                 "the second process waiting for the instance lock")
+        assert "connected to" not in out.read_text()
+        assert first.health()["reconnects"] == 0 and first.proc.poll() is None
+    finally:
+        second.kill()
+        second.wait(10)
