@@ -10,11 +10,13 @@ queued at the broker, whenever the plan changes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import pytest
 
@@ -51,7 +53,8 @@ def publisher() -> Iterator[Callable[[str, int], AckedPublisher]]:
 @pytest.fixture
 def embedded_run(tmp_path: Path) -> Iterator[EmbeddedRun]:
     """`routemq run --workers 2` of the moves application, with its own private broker."""
-    run = EmbeddedRun(tmp_path / "embedded", 2, app=MOVES, **SLOW)
+    run = EmbeddedRun(tmp_path / "embedded", 2, app=MOVES,
+                      **{**SLOW, "ROUTEMQ_MAX_INFLIGHT": "64"})  # 320/s a worker
     yield run
     run.cleanup()
 
@@ -156,6 +159,28 @@ def test_a_health_file_removed_once_loses_nothing(make_run, broker: Mosquitto, p
     assert run.stop_run() == 0
 
 
+class Sample(NamedTuple):
+    """`routemq status` seen at `at` seconds after a kill."""
+
+    at: float
+    health: str
+    stranded: int  # acknowledged messages older than LAG that no handler has recorded
+    sessions: dict[str, object]  # master.json's undrained sessions: instance -> state
+
+
+def spans(samples: list[Sample]) -> str:
+    """Runs of samples alike (health, stranded or not, sessions) as one line each."""
+    runs: list[list] = []
+    for s in samples:
+        key = (s.health, bool(s.stranded), s.sessions)
+        if runs and runs[-1][0] == key:
+            runs[-1][2], runs[-1][3] = s.at, max(runs[-1][3], s.stranded)
+        else:
+            runs.append([key, s.at, s.at, s.stranded])
+    return "; ".join(f"{a}-{b}s {k[0]}, {n} stranded, sessions {k[2]}"
+                     for k, a, b, n in runs)
+
+
 PLAN_OUT_BOUND = 90.0  # seconds from a kill -9 to every queued message handled (README)
 LAG = 5.0  # a message older than this and not handled is stranded (the stream's lag is < 1 s)
 
@@ -165,27 +190,29 @@ LAG = 5.0  # a message older than this and not handled is stranded (the stream's
 def test_a_dead_instance_planned_out_strands_nothing(make_run, broker: Mosquitto, publisher):
     """The systemd shape: `routemq master` alone, workers 1 and 2 as their own processes;
     worker 2 is killed and stays dead (a failed unit)."""
-    run = make_run(2, app=MOVES, **SLOW).start_master()
+    run = make_run(2, app=MOVES, **{**SLOW, "ROUTEMQ_MAX_INFLIGHT": "16"}).start_master()
     until((run.runtime / "plan.json").exists, 20, "the master wrote no plan")
     for i in (1, 2):
         run.start(i)
     run.wait_settled([1, 2])
     pub = publisher(broker.host, broker.port)
-    samples: list[tuple[float, str, int, object]] = []  # (since kill, health, stranded, sessions)
+    samples: list[Sample] = []
 
     def sample(killed_at: float) -> None:
-        """`routemq status --json` once, with what was stranded around the call: acked,
-        older than LAG, and handled neither before nor after the call."""
+        """`routemq status --json` about once a second, with what was stranded around the
+        call: acknowledged, older than LAG, and handled neither before nor after it."""
         start = time.monotonic()
         old = pub.acked(before=start - LAG)
         _, doc = run.status()
         stranded = old - handled_seqs(run.processed())
-        samples.append((round(start - killed_at, 1), doc["health"]["status"], len(stranded),
-                        run.master().get("sessions")))
+        sessions = run.master().get("sessions") or {}
+        samples.append(Sample(round(start - killed_at, 1), doc["health"]["status"],
+                              len(stranded), {k: v.get("state") for k, v in sessions.items()}))
+        time.sleep(max(0.0, start + 1.0 - time.monotonic()))
 
-    try:
-        with AckedStream(pub, ALL, rate=100) as stream:
-            until(lambda: len(run.processed()) >= 300, 20, "the stream was not handled")
+    try:  # 50/s: what one worker handles (80/s) with room; worker 2's share waits for it
+        with AckedStream(pub, ALL, rate=50) as stream:
+            until(lambda: len(run.processed()) >= 150, 20, "the stream was not handled")
             run.procs[2].kill()
             killed_at = time.monotonic()
             while time.monotonic() < killed_at + 30:  # past the plan-out (~20 s)
@@ -196,24 +223,28 @@ def test_a_dead_instance_planned_out_strands_nothing(make_run, broker: Mosquitto
             sample(killed_at)
         assert_none_lost(run, pub, acked, timeout=max(0.0, killed_at + PLAN_OUT_BOUND -
                                                       time.monotonic()),
-                         note=f"{PLAN_OUT_BOUND:.0f}s after the kill; status samples "
-                              f"(s, health, stranded, sessions): {samples}")
-        stranded = [s for s in samples if s[2]]
-        assert stranded, f"the test never saw a stranded message: {samples}"
-        healthy = [s for s in stranded if s[1] == "healthy"]
-        assert not healthy, f"status said healthy while messages were stranded: {healthy}"
-        undrained = [s for s in samples if s[3] and s[1] == "healthy"]
-        assert not undrained, f"status said healthy with undrained sessions: {undrained}"
+                         note=f"{PLAN_OUT_BOUND:.0f}s after the kill; status: "
+                              f"{spans(samples)}")
+        assert any(s.stranded for s in samples), f"nothing seen stranded: {spans(samples)}"
+        lies = [s for s in samples if (s.stranded or s.sessions) and s.health == "healthy"]
+        assert not lies, f"status said healthy with messages stranded: {spans(lies)}"
+        # and once drained, the session is no longer reported (status can be healthy again)
+        until(lambda: not run.master().get("sessions"),
+              max(1.0, killed_at + PLAN_OUT_BOUND - time.monotonic()),
+              f"master.json still lists {run.master().get('sessions')}")
     finally:
         if run.proc is not None and run.proc.poll() is None:
             run.proc.send_signal(signal.SIGTERM)  # the master ends its drain child, if any
-            run.proc.wait(30)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                run.proc.wait(30)  # else the fixture's clean-up kills it
 
 
 @pytest.mark.xfail(strict=False, reason="issue 10: the embedded broker keeps mosquitto's "
                    "max_queued_messages 1000 and drops the rest of a stopped worker's queue")
 def test_a_30s_sigstop_under_the_embedded_broker_loses_nothing(embedded_run: EmbeddedRun,
                                                                publisher):
+    """30 s is past `routemq run`'s stall watchdog (10 s): the worker may be killed and
+    restarted meanwhile; either way its session queued well over mosquitto's default 1,000."""
     run = embedded_run.start_run()
     address = run.wait_broker()
     docs = run.wait_settled([1, 2])
