@@ -92,8 +92,6 @@ def slow_run(make_run: Callable[..., Run], workers: int, **config: str) -> Run:
     return run
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10: the old owner of a moved route acks what "
-                   "still reaches its old subscription as 'no route held by this worker'")
 def test_a_join_during_a_stream_loses_nothing(make_run, broker: Mosquitto, publisher):
     run = slow_run(make_run, 2)
     pub = publisher(broker.host, broker.port)
@@ -111,8 +109,6 @@ def test_a_join_during_a_stream_loses_nothing(make_run, broker: Mosquitto, publi
     assert run.stop_run() == 0
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10: routes that move on a scale-up or "
-                   "scale-down lose what was in flight or queued for their old owner")
 def test_autoscaler_up_and_down_during_a_stream_loses_nothing(make_run, broker: Mosquitto,
                                                                publisher):
     run = slow_run(make_run, 2, ROUTEMQ_AUTOSCALE="true", MIN_WORKERS="2", MAX_WORKERS="4",
@@ -137,8 +133,6 @@ def test_autoscaler_up_and_down_during_a_stream_loses_nothing(make_run, broker: 
     assert run.stop_run() == 0
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10: a missing health file reads as a clean "
-                   "stop; the routes move away and back and lose their deliveries in flight")
 def test_a_health_file_removed_once_loses_nothing(make_run, broker: Mosquitto, publisher):
     run = slow_run(make_run, 2)
     pub = publisher(broker.host, broker.port)
@@ -185,8 +179,6 @@ PLAN_OUT_BOUND = 90.0  # seconds from a kill -9 to every queued message handled 
 LAG = 5.0  # a message older than this and not handled is stranded (the stream's lag is < 1 s)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10: a planned-out instance's broker session "
-                   "is not drained and keeps queueing its share; status says healthy")
 def test_a_dead_instance_planned_out_strands_nothing(make_run, broker: Mosquitto, publisher):
     """The systemd shape: `routemq master` alone, workers 1 and 2 as their own processes;
     worker 2 is killed and stays dead (a failed unit)."""
@@ -239,8 +231,6 @@ def test_a_dead_instance_planned_out_strands_nothing(make_run, broker: Mosquitto
                 run.proc.wait(30)  # else the fixture's clean-up kills it
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10: the embedded broker keeps mosquitto's "
-                   "max_queued_messages 1000 and drops the rest of a stopped worker's queue")
 def test_a_30s_sigstop_under_the_embedded_broker_loses_nothing(embedded_run: EmbeddedRun,
                                                                publisher):
     """30 s is past `routemq run`'s stall watchdog (10 s): the worker may be killed and
