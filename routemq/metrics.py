@@ -8,6 +8,7 @@ last 1,000 messages, received / processed / error totals and the recent message 
 from __future__ import annotations
 
 import os
+import resource
 import time
 from collections import deque
 from typing import Any, Awaitable, Callable
@@ -15,6 +16,17 @@ from typing import Any, Awaitable, Callable
 from routemq.middleware import Context, Middleware
 
 WINDOW = 1000  # latency samples kept per route (the seed keeps the last 1000 too)
+
+
+def process_usage() -> tuple[int, float]:
+    """This process's resident memory (bytes; 0 when unknown) and CPU time (seconds)."""
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        rss = 0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return rss, round(usage.ru_utime + usage.ru_stime, 3)
 
 
 class LatencyWindow:

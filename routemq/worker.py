@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import resource
 import signal
 import sys
 import time
@@ -34,7 +33,7 @@ from typing import Any, Coroutine
 
 from routemq.dispatcher import Dispatcher, dead_letter_publisher
 from routemq.membership import Release, release_on_stop
-from routemq.metrics import WorkerMetrics
+from routemq.metrics import WorkerMetrics, process_usage
 from routemq.mqtt import Message, MqttClient
 from routemq.notify import Notifier
 from routemq.plan import Plan, PlanRoute, compute_plan, resolve_worker_count
@@ -45,7 +44,7 @@ from routemq.runtime import (FileLock, RuntimePaths, load_plan, lock_holder, rea
 from routemq.session import (client_id, connect_options, end_session, mark_session, on_loop,
                              routes_by_id, unmark_session, until_quiet)
 from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
-from routemq.topics import filters_overlap
+from routemq.subscriptions import Subscriptions
 
 log = logging.getLogger("routemq.worker")
 
@@ -55,13 +54,6 @@ LOCK_WAIT = 50.0  # seconds to wait for the instance's lock (a drainer of its ol
 
 class WorkerError(Exception):
     """A fatal condition with a one-line explanation (bad plan, refused subscription)."""
-
-
-def subscription_qos(route: Route) -> int:
-    """QoS 2 routes are received at QoS 1: paho takes ownership of a QoS 2 message at PUBREC,
-    before the handler runs, so a crash would lose it; QoS 1 with the ack after the handler
-    is at-least-once even across kill -9."""
-    return min(route.qos, 1)
 
 
 def plan_routes(router: Router) -> list[PlanRoute]:
@@ -87,18 +79,12 @@ class Worker:
         self.reconnects = 0
         self.started_at = time.time()
         self.client_id = client_id(config.client_id_prefix, instance)
-        # Subscription identifier of each route: its position in the application. The map
-        # covers every route, not only the held ones, so a delivery that arrives just after
-        # its route moved to another instance still names its route exactly.
+        # Subscription identifier -> route, over every route, not only the held ones: a
+        # delivery that arrives just after its route moved away still names its route.
         self.by_sub_id = routes_by_id(self.router)
-        self.route_ids = {route.key: i for i, route in self.by_sub_id.items()}
-        self.held: list[Route] = []
-        self.subscribed: dict[str, tuple[str, int, int]] = {}  # route key -> entry
         self._inbox: deque[Message] = deque()
         self._last_delivery = 0.0  # monotonic time of the latest delivery
         self._wake_scheduled = False
-        self._pending_subacks: set[int] = set()
-        self._pending_unsubacks: dict[int, asyncio.Event] = {}
         self._ready_sent = False
         self._accepting = True
         self._plan_mtime = 0.0
@@ -111,9 +97,11 @@ class Worker:
                                  on_connect=self._cb(self._on_connect),
                                  on_connect_failed=self._cb(self._on_connect_failed),
                                  on_disconnect=self._cb(self._on_disconnect),
-                                 on_message=self._on_message,
-                                 on_subscribe=self._cb(self._on_subscribe),
-                                 on_unsubscribe=self._cb(self._on_unsubscribe))
+                                 on_message=self._on_message)
+        self.subs = Subscriptions(self.client, self.router, config.mqtt_group_name,
+                                  on_done=self._subscribed_all, on_refused=self._refused)
+        self.client.on_subscribe = self._cb(self.subs.on_subscribe)
+        self.client.on_unsubscribe = self._cb(self.subs.on_unsubscribe)
         self.client.reconnect_delay_set(0.5, 30)
         self.dispatcher = Dispatcher(
             self.router, client=self.client, ack=self._ack,
@@ -180,15 +168,6 @@ class Worker:
                         ", ".join(unknown))
         return [by_key[k] for k in keys if k in by_key]
 
-    def _entry(self, route: Route) -> tuple[str, int, int | None]:
-        # An identifier only where the topic alone cannot name the route (its filter
-        # overlaps another held route's): paho parses the property on every message that
-        # carries one, about a fifth of a worker's CPU (bench/).
-        overlaps = any(filters_overlap(route.mqtt_topic, r.mqtt_topic)
-                       for r in self.held if r is not route)
-        return (route.get_subscription_topic(self.config.mqtt_group_name),
-                subscription_qos(route), self.route_ids[route.key] if overlaps else None)
-
     # --- paho -> loop ---------------------------------------------------------------------
     def _cb(self, fn: Any) -> Any:
         return on_loop(lambda: self._loop, fn)
@@ -217,44 +196,11 @@ class Worker:
         log.info("connected to %s (session present: %s)", self.client.options.url,
                  session_present)
         self.state = "subscribing" if not self._ready_sent else "running"
-        self.subscribed = {}
-        self._subscribe(self.held)
-        if session_present:
-            self._drop_stale()
+        self.subs.resubscribe(session_present)
 
-    def _drop_stale(self) -> None:
-        """Unsubscribe the filters of the application's routes this instance does not hold:
-        a persistent session keeps what an earlier plan subscribed (a route that moved away
-        while this instance was down), and the broker would go on delivering it."""
-        held = {self._entry(r)[0] for r in self.held}
-        stale = sorted({self._entry(r)[0] for r in self.router.routes} - held)
-        if stale:
-            log.info("unsubscribing %d filters this instance does not hold", len(stale))
-            self._unsubscribe(stale)
-
-    def _subscribe(self, routes: list[Route]) -> None:
-        entries = [self._entry(r) for r in routes]
-        if not entries:
-            self._subscribed_all()
-            return
-        try:
-            self._pending_subacks.update(self.client.subscribe(entries))
-        except ConnectionError:
-            return  # on_connect subscribes again
-        for route, entry in zip(routes, entries):
-            self.subscribed[route.key] = entry
-            log.info("subscribing %s (qos %d)", entry[0], entry[1], extra={"route": route.topic})
-
-    def _on_subscribe(self, mid: int, granted: list[int]) -> None:
-        self._pending_subacks.discard(mid)
-        refused = [g for g in granted if g >= 0x80]
-        if refused:
-            log.error("broker refused a subscription (reason codes %s)", refused)
-            self._fail = WorkerError(f"broker refused subscription (reason {refused[0]:#x})")
-            self._stop.set()
-            return
-        if not self._pending_subacks:
-            self._subscribed_all()
+    def _refused(self, reason: int) -> None:
+        self._fail = WorkerError(f"broker refused subscription (reason {reason:#x})")
+        self._stop.set()
 
     def _subscribed_all(self) -> None:
         self.state = "running"
@@ -262,12 +208,7 @@ class Worker:
         if not self._ready_sent:
             self._ready_sent = True
             self.notifier.ready(self.status_line())
-            log.info("ready: %d subscriptions", len(self.subscribed))
-
-    def _on_unsubscribe(self, mid: int) -> None:
-        event = self._pending_unsubacks.pop(mid, None)
-        if event is not None:
-            event.set()
+            log.info("ready: %d subscriptions", len(self.subs.subscribed))
 
     def _on_connect_failed(self, reason: str) -> None:
         self.state = "waiting for broker"
@@ -293,28 +234,11 @@ class Worker:
             log.warning("reload failed, keeping the current subscriptions: %s", exc)
             self.notifier.ready()
             return
-        new = {r.key for r in routes}
-        removed = [k for k in self.subscribed if k not in new]
-        self.held = routes
-        # New routes, and held ones whose identifier changed with their new neighbours
-        # (subscribing a filter again replaces its identifier).
-        added = [r for r in routes if self.subscribed.get(r.key) != self._entry(r)]
         self.dispatcher.hold(routes, self.by_sub_id)
-        if self.client.connected:
-            self._subscribe(added)
-            if removed:
-                self._unsubscribe([self.subscribed.pop(k)[0] for k in removed])
+        added, removed = self.subs.change(routes)
         log.log(logging.INFO if added or removed else logging.DEBUG,
                 "plan reloaded: +%d -%d subscriptions", len(added), len(removed))
         self.notifier.ready(self.status_line())
-
-    def _unsubscribe(self, filters: list[str]) -> asyncio.Event:
-        event = asyncio.Event()
-        try:
-            self._pending_unsubacks[self.client.unsubscribe(filters)] = event
-        except ConnectionError:
-            event.set()
-        return event
 
     # --- periodic work -------------------------------------------------------------------
     async def _ticker(self) -> None:
@@ -347,16 +271,15 @@ class Worker:
                 f"processed {h['processed']}; errors {h['errors']}")
 
     def health(self) -> dict[str, Any]:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
+        rss, cpu = process_usage()
         return {
             "instance": self.instance, "pid": os.getpid(), "client_id": self.client_id,
             "state": self.state, "state_since": self.state_since,
             "connected": self.client.connected,
-            "subscriptions": sorted(e[0] for e in self.subscribed.values()),
-            "routes_held": [r.key for r in self.held],
+            "subscriptions": self.subs.filters(),
+            "routes_held": [r.key for r in self.subs.held],
             "inflight": self.dispatcher.inflight, "queued": self.dispatcher.queued,
-            "reconnects": self.reconnects, "rss_bytes": _rss_bytes(),
-            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "reconnects": self.reconnects, "rss_bytes": rss, "cpu_seconds": cpu,
             "started_at": self.started_at, "updated_at": time.time(),
             "plan_version": self.plan_version, **self.metrics.snapshot(),
         }
@@ -374,13 +297,13 @@ class Worker:
         if os.path.exists(self.paths.plan):  # a master plans: tell it we are here
             self.state = "joining"
             self.write_health(self.health())
-        self.held = await self.wait_for_plan(PLAN_WAIT)
-        self.dispatcher.hold(self.held, self.by_sub_id)
+        self.subs.held = await self.wait_for_plan(PLAN_WAIT)
+        self.dispatcher.hold(self.subs.held, self.by_sub_id)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop.set)
         self._loop.add_signal_handler(signal.SIGHUP, self.reload)
         log.info("worker %d starting: client id %s, %d routes, broker %s", self.instance,
-                 self.client_id, len(self.held), self.client.options.url)
+                 self.client_id, len(self.subs.held), self.client.options.url)
         self.notifier.status(f"connecting to {self.client.options.url}")
         mark_session(self.paths.workers, self.instance)  # the master drains it if we vanish
         self.client.connect_async()
@@ -458,12 +381,12 @@ class Worker:
         standalone, plan = True, None
         if self._ready_sent and self._fail is None:
             standalone, plan = await self.hand_over()
-        release = release_on_stop({k: e[0] for k, e in self.subscribed.items()},
-                                  self.instance, plan, standalone=standalone)
+        release = release_on_stop(self.subs.by_route(), self.instance, plan,
+                                  standalone=standalone)
         self.state = "draining"
         self.notifier.stopping(f"draining {self.dispatcher.inflight} in-flight messages")
         if release.filters and self.client.connected:
-            event = self._unsubscribe(list(release.filters))
+            event = self.subs.unsubscribe(list(release.filters))
             try:
                 await asyncio.wait_for(event.wait(), UNSUBACK_WAIT)
             except TimeoutError:
@@ -509,14 +432,6 @@ def _mtime(path: str) -> float:
         return os.stat(path).st_mtime_ns / 1e9
     except FileNotFoundError:
         return 0.0
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def run_worker(config: Any, instance: int, router: Router | None = None,
