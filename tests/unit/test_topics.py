@@ -1,5 +1,8 @@
 """Pattern parsing, validation and the topic tree (routemq.topics)."""
+import random
+
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from routemq.topics import TopicTree, parse_pattern
 
@@ -118,3 +121,46 @@ def test_tree_cost_grows_with_levels_only():
     tree = _tree("+/+/+/+/+/+", "a/b/c/d/e/f")
     tree.best("a/b/c/d/e/f")
     assert tree.visited <= 2 * 7  # at most two branches per level
+
+
+LEVELS = ["a", "b", "+", "{p}", "$x"]
+
+
+@st.composite
+def pattern_sets(draw):
+    patterns = set()
+    for _ in range(draw(st.integers(1, 12))):
+        n = draw(st.integers(1, 4))
+        levels = [draw(st.sampled_from(LEVELS)) for _ in range(n)]
+        levels = [lv if lv != "{p}" else f"{{p{i}}}" for i, lv in enumerate(levels)]
+        if draw(st.booleans()):
+            levels.append("#")
+        patterns.add("/".join(levels))
+    return sorted(patterns)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pattern_sets(), st.lists(st.sampled_from(["a", "b", "c", "$x"]), min_size=1,
+                                max_size=5), st.integers(0, 2**16))
+def test_tree_best_equals_the_most_specific_of_all_matches(patterns, topic_levels, seed):
+    tree = TopicTree()
+    parsed = []
+    for p in patterns:
+        try:
+            parsed.append(parse_pattern(p))
+        except ValueError:
+            continue
+    for order, pattern in enumerate(parsed):
+        tree.add(pattern, order)
+    topic = "/".join(topic_levels)
+    accepted = set(random.Random(seed).sample(range(len(parsed)), k=len(parsed) // 2 + 1)) \
+        if parsed else set()
+    for accept in (None, accepted.__contains__):
+        candidates = [(parsed[v].specificity, -v, v, params) for v, params in tree.match(topic)
+                      if accept is None or accept(v)]
+        got = tree.best(topic, accept)
+        if not candidates:
+            assert got is None
+        else:
+            best = max(candidates, key=lambda c: (c[0], c[1]))
+            assert got == (best[2], best[3])
