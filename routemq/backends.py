@@ -24,13 +24,13 @@ import time
 from collections import deque
 from typing import Callable, Mapping, Protocol, Sequence
 
+from routemq.errors import EXIT_CONFIG
 from routemq.fleet import UNIT_TEMPLATE, UnitState, list_worker_units, query_units
 from routemq.notify import child_environment
 from routemq.runtime import RuntimePaths, read_health
 
 log = logging.getLogger("routemq.backend")
 
-EXIT_CONFIG = 2           # the worker's "bad configuration": restarting cannot help
 RESTART_BURST = 5         # at most this many restarts of one instance ...
 RESTART_INTERVAL = 60.0   # ... within this many seconds (systemd's StartLimitBurst/Interval)
 STALL_AFTER = 10.0        # seconds without a health update: stalled (the unit's WatchdogSec)

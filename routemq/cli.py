@@ -30,13 +30,14 @@ import configargparse
 
 from routemq import __version__
 from routemq.app_checks import check_application, setting, warn_application
-from routemq.config import ConfigError, exit_on_config_error, load_config
+from routemq.config import exit_on_config_error, load_config
 from routemq.config_keys import MAX_INSTANCES
+from routemq.errors import EXIT_CONFIG, EXIT_OK, ConfigError, RegistryError
 from routemq.log import setup_logging
-from routemq.registry import RegistryError, load_router
+from routemq.plan import standalone_plan
+from routemq.registry import load_router
 from routemq.router import Router
 
-EXIT_CONFIG = 2
 CONFIG_ERROR = "routemq: config error: "
 
 USAGE = __doc__.split("\n\n")[1]
@@ -172,8 +173,6 @@ def cmd_config(config: Any) -> int:
 
 
 def cmd_plan(config: Any) -> int:
-    from routemq.worker import standalone_plan
-
     plan = standalone_plan(_load_app(config), config.workers or config.worker_count)
     for warning in plan.warnings:
         print(f"routemq: warning: {warning}", file=sys.stderr)
@@ -197,8 +196,6 @@ def cmd_worker(config: Any) -> int:
 def check_report(config: Any) -> tuple[dict[str, Any], int]:
     """What `routemq check` reports, and its exit status: the application loaded as a worker
     loads it, the checks every daemon makes, the warnings, and the plan."""
-    from routemq.worker import standalone_plan
-
     report: dict[str, Any] = {"ok": False, "errors": [], "warnings": list(config.warnings)}
     problem = runtime_dir_problem(config.runtime_dir, create=False)
     if problem:
@@ -215,7 +212,7 @@ def check_report(config: Any) -> tuple[dict[str, Any], int]:
     report.update(routes=len(router.routes), shared=len(router.shared_routes()),
                   instances=len(plan.assignments), plan=json.loads(plan.to_json()))
     report["ok"] = not report["errors"]
-    return report, 0 if report["ok"] else EXIT_CONFIG
+    return report, EXIT_OK if report["ok"] else EXIT_CONFIG
 
 
 def _count(items: list[Any], noun: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 import configargparse
 
 from routemq.config_keys import KEY_BY_NAME, KEYS, Key, bool_value
+from routemq.errors import EXIT_CONFIG, ConfigError
 
 DEFAULT_CONFIG_FILE = "/etc/routemq/routemq.conf"
 DEFAULT_CONFIG_DIR = "/etc/routemq/conf.d"
@@ -30,22 +31,12 @@ REDACTED = "********"
 _ABSOLUTE = ("app_root", "runtime_dir")  # made absolute against the cwd at load time
 
 
-class ConfigError(Exception):
-    """A configuration problem; str() is one line: ``routemq: config error: <detail>``."""
-
-    def __init__(self, detail: str, *, key: str | None = None, source: str | None = None) -> None:
-        # A newline in a path or value would split the line journald and the operator see.
-        self.detail = detail.replace("\r", "\\r").replace("\n", "\\n")
-        self.key = key
-        self.source = source
-        super().__init__(f"routemq: config error: {self.detail}")
-
-
 def exit_on_config_error(err: BaseException) -> NoReturn:
-    """Print the one-line error to stderr and exit 2 (units say RestartPreventExitStatus=2)."""
+    """Print the one-line error to stderr and exit EXIT_CONFIG (2: the units say
+    RestartPreventExitStatus=2)."""
     text = str(err) if isinstance(err, ConfigError) else f"routemq: config error: {err}"
     print(text.replace("\n", " "), file=sys.stderr)
-    sys.exit(2)
+    sys.exit(EXIT_CONFIG)
 
 
 # -- pure layers ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from routemq.backends import die_with_parent
+from routemq.errors import EmbeddedBrokerError
 
 log = logging.getLogger("routemq.embedded")
 
@@ -36,10 +37,6 @@ BROKER_SETTINGS = (
 )
 
 CANDIDATES = ("mosquitto", "/usr/sbin/mosquitto")
-
-
-class EmbeddedBrokerError(Exception):
-    pass
 
 
 def find_mosquitto() -> str | None:

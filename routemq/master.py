@@ -32,16 +32,16 @@ from typing import Any
 
 from routemq.autoscale import Autoscaler, Load, Policy
 from routemq.backends import Backend, SystemdBackend
+from routemq.errors import MasterError
 from routemq.fleet import read_health_dir
 from routemq.membership import Health, Membership, gains, overlap
 from routemq.notify import Notifier
 from routemq.orphans import Orphans, drainer_spawner
-from routemq.plan import Plan, compute_plan, resolve_worker_count
+from routemq.plan import Plan, compute_plan, plan_routes, resolve_worker_count
 from routemq.session import marked_sessions
 from routemq.router import Router
 from routemq.runtime import (FileLock, RuntimePaths, ensure_dir, lock_holder, pid_alive,
                              read_plan, write_json_atomic, write_text_atomic)
-from routemq.worker import plan_routes
 
 log = logging.getLogger("routemq.master")
 
@@ -51,10 +51,6 @@ TICK = 0.5
 # a new owner that dies meanwhile stops being waited for at once (it is no longer present).
 HANDOVER_TIMEOUT = 60.0
 TEXTFILE_INTERVAL = 2.0  # seconds between two writes of the Prometheus textfile
-
-
-class MasterError(Exception):
-    """The master cannot run (e.g. another master owns the runtime directory)."""
 
 
 class Master:

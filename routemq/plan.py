@@ -44,9 +44,15 @@ import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-__all__ = ["PLAN_VERSION", "Plan", "PlanRoute", "compute_plan", "resolve_worker_count"]
+from routemq.errors import PlanError
+
+if TYPE_CHECKING:  # only for the annotation: planning needs the routes' fields, not the Router
+    from routemq.router import Router
+
+__all__ = ["PLAN_VERSION", "Plan", "PlanError", "PlanRoute", "compute_plan", "plan_routes",
+           "resolve_worker_count", "standalone_plan"]
 
 PLAN_VERSION = 1
 
@@ -70,14 +76,14 @@ class PlanRoute:
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not self.key:
-            raise ValueError(f"route key must be a non-empty string, not {self.key!r}")
+            raise PlanError(f"route key must be a non-empty string, not {self.key!r}")
         if not isinstance(self.worker_count, int) or isinstance(self.worker_count, bool) \
                 or self.worker_count < 1:
-            raise ValueError(f"route {self.key!r}: worker_count must be an integer >= 1, "
+            raise PlanError(f"route {self.key!r}: worker_count must be an integer >= 1, "
                              f"not {self.worker_count!r}")
         if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) \
                 or not math.isfinite(self.weight) or self.weight <= 0:
-            raise ValueError(f"route {self.key!r}: weight must be a finite number > 0, "
+            raise PlanError(f"route {self.key!r}: weight must be a finite number > 0, "
                              f"not {self.weight!r}")
 
 
@@ -156,34 +162,35 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:
-        """Read a document written by :meth:`to_json`; ``ValueError`` names what is wrong."""
+        """Read a document written by :meth:`to_json`; ``PlanError`` (a ValueError) names what
+        is wrong."""
         try:
             doc = json.loads(text)
         except ValueError as exc:
-            raise ValueError(f"plan is not valid JSON: {exc}") from None
+            raise PlanError(f"plan is not valid JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("version") != PLAN_VERSION:
             version = doc.get("version") if isinstance(doc, dict) else None
-            raise ValueError(f"plan version {version!r} is not supported (expected {PLAN_VERSION})")
+            raise PlanError(f"plan version {version!r} is not supported (expected {PLAN_VERSION})")
         instances, warnings = doc.get("instances"), doc.get("warnings", [])
         generation = doc.get("generation", 0)
         if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
-            raise ValueError(f"plan generation {generation!r} is not an integer >= 0")
+            raise PlanError(f"plan generation {generation!r} is not an integer >= 0")
         if not isinstance(instances, dict):
-            raise ValueError("plan has no 'instances' object")
+            raise PlanError("plan has no 'instances' object")
         assignments: dict[int, tuple[str, ...]] = {}
         for name, keys in instances.items():
             if not (isinstance(name, str) and name.isdigit() and int(name) > 0):
-                raise ValueError(f"plan instance {name!r} is not a positive integer")
+                raise PlanError(f"plan instance {name!r} is not a positive integer")
             if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) \
                     or len(set(keys)) != len(keys):
-                raise ValueError(f"plan instance {name}: routes must be a list of distinct strings")
+                raise PlanError(f"plan instance {name}: routes must be a list of distinct strings")
             assignments[int(name)] = tuple(keys)
         if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
-            raise ValueError("plan 'warnings' must be a list of strings")
+            raise PlanError("plan 'warnings' must be a list of strings")
         plan = cls(assignments, tuple(warnings), generation)
         # The "routes" section is redundant; a mismatch means the file was edited or corrupted.
         if "routes" in doc and doc["routes"] != {k: list(v) for k, v in plan.routes.items()}:
-            raise ValueError("plan 'routes' does not match 'instances'")
+            raise PlanError("plan 'routes' does not match 'instances'")
         return plan
 
 
@@ -203,11 +210,23 @@ def resolve_worker_count(setting: str | int, routes: Iterable[Any]) -> int:
         if text == "auto":
             return max([r.worker_count for r in routes if r.shared], default=1)
         if not text.isdigit():
-            raise ValueError(f"workers must be 'auto' or a positive integer, not {setting!r}")
+            raise PlanError(f"workers must be 'auto' or a positive integer, not {setting!r}")
         setting = int(text)
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
-        raise ValueError(f"workers must be 'auto' or a positive integer, not {setting!r}")
+        raise PlanError(f"workers must be 'auto' or a positive integer, not {setting!r}")
     return setting
+
+
+def plan_routes(router: Router) -> list[PlanRoute]:
+    """The application's routes as the planner sees them, in the application's order."""
+    return [PlanRoute(r.key, r.shared, r.worker_count) for r in router.routes]
+
+
+def standalone_plan(router: Router, worker_count: str | int) -> Plan:
+    """The plan a master would write for instances 1..worker_count ("auto" resolved): what
+    `routemq plan` and `routemq check` show, and what workers without a master follow."""
+    routes = plan_routes(router)
+    return compute_plan(routes, range(1, resolve_worker_count(worker_count, routes) + 1))
 
 
 def compute_plan(routes: Sequence[PlanRoute], instances: Iterable[int],
@@ -268,7 +287,7 @@ def _check_routes(routes: Sequence[PlanRoute]) -> dict[str, PlanRoute]:
         if not isinstance(route, PlanRoute):
             raise TypeError(f"expected PlanRoute, got {type(route).__name__}")
         if route.key in table:
-            raise ValueError(f"route key {route.key!r} appears twice")
+            raise PlanError(f"route key {route.key!r} appears twice")
         table[route.key] = route
     # Sorted so that nothing downstream depends on the caller's order.
     return dict(sorted(table.items()))
@@ -278,7 +297,7 @@ def _check_instances(instances: Iterable[int]) -> list[int]:
     ids = set()
     for i in instances:
         if isinstance(i, bool) or not isinstance(i, int) or i < 1:
-            raise ValueError(f"instance ids must be positive integers, not {i!r}")
+            raise PlanError(f"instance ids must be positive integers, not {i!r}")
         ids.add(i)
     return sorted(ids)
 

@@ -22,13 +22,10 @@ import pkgutil
 import sys
 import traceback
 
+from routemq.errors import RegistryError, RouteError
 from routemq.router import Router
 
 log = logging.getLogger("routemq.registry")
-
-
-class RegistryError(Exception):
-    """The application's routers could not be loaded; the message says which file and why."""
 
 
 _inserted_roots: list[str] = []  # application roots this module put on sys.path
@@ -72,8 +69,14 @@ def _module_file(finder: object, name: str, ispkg: bool) -> str:
 IMPORT_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def _import_error(what: str, exc: BaseException) -> RegistryError:
-    tb = traceback.extract_tb(exc.__traceback__)
+    # Point at the application's line (router.on("a/#/b", ...)), not at the routemq or
+    # importlib frame below it that raised.
+    frames = traceback.extract_tb(exc.__traceback__)
+    tb = [f for f in frames if not f.filename.startswith((_PACKAGE_DIR, "<frozen "))] or frames
     where = f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
     if isinstance(exc, SystemExit):
         return RegistryError(f"cannot import {what}: it called sys.exit({exc.code!r}) while "
@@ -159,7 +162,7 @@ class RouterRegistry:
     def _merge(self, main: Router, router: Router, name: str) -> None:
         try:
             main.include(router)
-        except ValueError as exc:
+        except RouteError as exc:
             raise RegistryError(f"router module {name}: {exc}") from exc
         self.modules.append(name)
 

@@ -18,18 +18,11 @@ import functools
 import inspect
 from typing import Any, Callable, Container, Sequence
 
+from routemq.errors import NoRouteError, RouteError
 from routemq.middleware import Context, as_callable
 from routemq.topics import TopicPattern, TopicTree, parse_pattern
 
 Handler = Callable[..., Any]
-
-
-class NoRouteError(ValueError):
-    """No route matches a topic (a ValueError, as RouteMQ raises)."""
-
-    def __init__(self, topic: str) -> None:
-        super().__init__(f"No route found for topic: {topic}")
-        self.topic = topic
 
 
 async def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -46,14 +39,17 @@ class Route:
     def __init__(self, topic: str, handler: Handler, qos: int = 0,
                  middleware: Sequence[Any] | None = None, shared: bool = False,
                  worker_count: int = 1) -> None:
-        self.parsed: TopicPattern = parse_pattern(topic)
+        try:
+            self.parsed: TopicPattern = parse_pattern(topic)
+        except ValueError as exc:
+            raise RouteError(str(exc)) from None
         if not callable(handler):
-            raise ValueError(f"route {topic!r}: handler {handler!r} is not callable")
+            raise RouteError(f"route {topic!r}: handler {handler!r} is not callable")
         if isinstance(qos, bool) or qos not in (0, 1, 2):
-            raise ValueError(f"route {topic!r}: qos must be 0, 1 or 2, got {qos!r}")
+            raise RouteError(f"route {topic!r}: qos must be 0, 1 or 2, got {qos!r}")
         if isinstance(worker_count, bool) or not isinstance(worker_count, int) \
                 or worker_count < 1:
-            raise ValueError(f"route {topic!r}: worker_count must be an integer >= 1, "
+            raise RouteError(f"route {topic!r}: worker_count must be an integer >= 1, "
                              f"got {worker_count!r}")
         self.topic = topic
         self.handler = handler
@@ -187,7 +183,7 @@ class Router:
         key = (route.mqtt_topic, route.shared)
         if key in self._keys:
             other = next(r for r in self.routes if (r.mqtt_topic, r.shared) == key)
-            raise ValueError(
+            raise RouteError(
                 f"route {route.topic!r} duplicates route {other.topic!r}: both subscribe to "
                 f"{route.mqtt_topic!r} ({'shared' if route.shared else 'not shared'})")
         self._keys.add(key)
@@ -203,10 +199,6 @@ class Router:
     def group(self, prefix: str = "", middleware: Sequence[Any] | None = None) -> RouterGroup:
         """A group of routes with a shared prefix and middleware."""
         return RouterGroup(self, prefix, middleware)
-
-    @property
-    def tree(self) -> TopicTree[Route]:
-        return self._tree
 
     def match(self, topic: str) -> tuple[Route, dict[str, str]] | None:
         """The most specific route for `topic` and its parameters, or None."""

@@ -23,8 +23,10 @@ import time
 from typing import Any
 
 from routemq.backends import ProcessBackend
-from routemq.embedded import EmbeddedBroker, EmbeddedBrokerError
-from routemq.master import Master, MasterError
+from routemq.embedded import EmbeddedBroker
+from routemq.errors import (EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EmbeddedBrokerError,
+                            MasterError)
+from routemq.master import Master
 from routemq.router import Router
 from routemq.runtime import RuntimePaths, ensure_dir, master_lock_holder, running_master
 from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
@@ -47,19 +49,19 @@ def other_master(paths: RuntimePaths) -> str | None:
 
 
 def run(config: Any, router: Router, workers: int | None = None) -> int:
-    """0 after a clean stop; 1 when another master runs here or the broker is unavailable;
-    2 when the runtime directory cannot be made."""
+    """EXIT_OK after a clean stop; EXIT_FAILURE when another master runs here or the broker
+    is unavailable; EXIT_CONFIG when the runtime directory cannot be made."""
     paths = RuntimePaths(config.runtime_dir)
     taken = other_master(paths)
     if taken:
         log.error("%s", taken)
-        return 1
+        return EXIT_FAILURE
     try:
         ensure_dir(paths.workers)  # 0755 whatever the umask, before anyone writes in it
     except OSError as exc:
         log.error("cannot create the runtime directory %s: %s", paths.workers,
                   exc.strerror or exc)
-        return 2
+        return EXIT_CONFIG
     children = config.environment()
     broker = None
     if not config.mqtt_broker:
@@ -68,7 +70,7 @@ def run(config: Any, router: Router, workers: int | None = None) -> int:
             broker.start()
         except EmbeddedBrokerError as exc:
             log.error("%s", exc)
-            return 1
+            return EXIT_FAILURE
         children.update(MQTT_BROKER=broker.host, MQTT_PORT=str(broker.port))
     children["ROUTEMQ_RUNTIME_DIR"] = config.runtime_dir
     backend = ProcessBackend({**os.environ, **children}, runtime_dir=config.runtime_dir)
@@ -83,9 +85,9 @@ def run(config: Any, router: Router, workers: int | None = None) -> int:
         return asyncio.run(master.run())
     except MasterError as exc:
         log.error("%s", exc)
-        return 1
+        return EXIT_FAILURE
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK
     finally:
         master.close()
         backend.stop_all(HANDOVER_WAIT + UNSUBACK_WAIT + config.drain_timeout + CANCEL_GRACE

@@ -34,11 +34,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from routemq.errors import EXIT_FAILURE, EXIT_INACTIVE, EXIT_OK
 from routemq.fleet import Snapshot, UnitState
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 # `routemq status` exit codes; 3 as systemctl's "unit not active", 2 stays a config error.
-EXIT_CODES = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 3}
+EXIT_CODES = {HEALTHY: EXIT_OK, DEGRADED: EXIT_FAILURE, UNHEALTHY: EXIT_INACTIVE}
 SEVERITY = (HEALTHY, DEGRADED, UNHEALTHY)  # worst last
 # A worker waits up to 15 s for a plan naming it (worker.PLAN_WAIT), then connects and
 # subscribes: that long it is starting, not failing. Under systemd (Type=notify) the unit is

@@ -133,3 +133,30 @@ def test_runtime_dir_problems(tmp_path):
     link = tmp_path / "dangling"
     link.symlink_to(tmp_path / "nowhere")
     assert runtime_dir_problem(str(link)) == "exists and is not a directory"
+
+
+# Modules that stand for a command, and what each must not load: only `routemq worker` (and
+# the drainer it runs) needs the MQTT client, the dispatcher and worker.py.
+PAHO = ("paho", "routemq.mqtt", "routemq.worker")
+LEAN_COMMANDS = {
+    "routemq.cli": PAHO,  # status, metrics, plan, check, routes, config
+    "routemq.fleet": PAHO,
+    "routemq.status_text": PAHO,
+    "routemq.prometheus": PAHO,
+    "routemq.master": ("routemq.worker",),
+    "routemq.run": ("routemq.worker",),
+    "routemq.application": ("routemq.worker",),
+}
+
+
+@pytest.mark.parametrize("module, banned", sorted(LEAN_COMMANDS.items()))
+def test_commands_import_only_what_they_use(module, banned):
+    """`routemq status` runs as root on a loaded host; the master and `run` only start
+    workers as processes: none of them imports worker.py."""
+    code = (f"import json, sys, {module}\n"
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {banned!r} "
+            f"or m in {banned!r})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": ROOT}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == []

@@ -19,7 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from routemq import plan as plan_module
-from routemq.plan import Plan, PlanRoute, compute_plan, resolve_worker_count
+from routemq.plan import (Plan, PlanError, PlanRoute, compute_plan, plan_routes,
+                          resolve_worker_count, standalone_plan)
+from routemq.router import Router
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Thousands of inputs for the contract. Generating an input costs Hypothesis more than planning
 # it (a plan of this size takes about a millisecond), so each route is drawn as one integer.
@@ -142,10 +146,9 @@ def test_same_plan_under_every_hash_seed():
         "c = compute_plan(routes, [3, 1, 9, 4, 12])\n"
         "print(a.to_json(), b.to_json(), c.to_json())\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     outputs = set()
     for seed in ("0", "1", "4242", "random"):
-        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=root)
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=ROOT)
         outputs.add(subprocess.run([sys.executable, "-c", script], env=env, check=True,
                                    capture_output=True, text=True).stdout)
     assert len(outputs) == 1
@@ -388,7 +391,7 @@ def test_json_instances_are_in_numeric_order():
     ('{"version": 1, "instances": {"1": ["a"]}, "generation": "3"}', "generation '3'"),
 ])
 def test_from_json_rejects_a_bad_document(text, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(PlanError, match=message):  # a ValueError too, for older callers
         Plan.from_json(text)
 
 
@@ -459,6 +462,30 @@ def test_a_large_application_plans():
     plan = compute_plan(routes, range(1, 65))
     assert_valid(plan, routes, range(1, 65))
     assert_valid(compute_plan(routes, range(1, 64), previous=plan), routes, range(1, 64))
+
+
+def test_an_application_plans_from_its_router():
+    """plan_routes and standalone_plan: what `routemq plan`, `check` and the master plan from,
+    in the application's order, with "auto" resolved over its shared routes."""
+    router = Router()
+    router.on("sensors/{id}/data", print, shared=True, worker_count=3)
+    router.on("orders", print, worker_count=1)
+    assert plan_routes(router) == [PlanRoute("shared:sensors/{id}/data", True, 3),
+                                   PlanRoute("single:orders", False, 1)]
+    plan = standalone_plan(router, "auto")
+    assert sorted(plan.assignments) == [1, 2, 3]
+    assert plan.owners("shared:sensors/{id}/data") == (1, 2, 3)
+    assert plan == compute_plan(plan_routes(router), [1, 2, 3])
+    assert sorted(standalone_plan(router, 5).assignments) == [1, 2, 3, 4, 5]
+
+
+def test_plan_imports_nothing_that_does_io():
+    """plan.py stays pure: `routemq plan` and the master must not pull in paho or the worker."""
+    code = ("import sys, routemq.plan; bad = {'paho', 'routemq.worker', 'routemq.mqtt', "
+            "'routemq.router'} & set(sys.modules); print(sorted(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": ROOT}).stdout
+    assert out.strip() == "[]"
 
 
 def test_docstring_examples():
