@@ -25,7 +25,7 @@ from collections import deque
 from typing import Callable, Mapping, Protocol, Sequence
 
 from routemq.errors import EXIT_CONFIG
-from routemq.fleet import UNIT_TEMPLATE, UnitState, list_worker_units, query_units
+from routemq.fleet import UnitState, list_worker_units, query_units, unit_name
 from routemq.notify import child_environment
 from routemq.runtime import RuntimePaths, read_health
 
@@ -243,7 +243,7 @@ class SystemdBackend:
 
     def _run(self, verb: str, instances: Sequence[int]) -> bool:
         cmd = [self.systemctl, verb, *([] if self.block else ["--no-block"]),
-               *(UNIT_TEMPLATE.format(i) for i in instances)]
+               *(unit_name(i) for i in instances)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL)
         if done.returncode != 0:

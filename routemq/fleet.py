@@ -28,9 +28,10 @@ from routemq.plan import Plan
 from routemq.runtime import (RuntimePaths, load_plan, pid_alive, read_health_dir,  # noqa: F401
                              read_master)
 
-UNIT_TEMPLATE = "routemq-worker@{}.service"
-UNIT_PATTERN = "routemq-worker@*.service"
-_UNIT_RE = re.compile(r"^routemq-worker@(\d+)\.service$")
+# The worker units' names, spelled here only (systemd/routemq-worker@.service is the template).
+UNIT_PREFIX = "routemq-worker@"
+UNIT_PATTERN = f"{UNIT_PREFIX}*.service"
+_UNIT_RE = re.compile(rf"^{re.escape(UNIT_PREFIX)}(\d+)\.service$")
 UNIT_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "NRestarts", "MainPID",
                    "ActiveEnterTimestampMonotonic")
 SYSTEMCTL_TIMEOUT = 10.0
@@ -74,6 +75,21 @@ class Snapshot:
 
 # --- systemd ----------------------------------------------------------------------------------
 
+def unit_name(instance: int) -> str:
+    """The unit that runs worker `instance`.
+
+        >>> unit_name(3), unit_instance("routemq-worker@12.service"), unit_instance("x.service")
+        ('routemq-worker@3.service', 12, None)
+    """
+    return f"{UNIT_PREFIX}{instance}.service"
+
+
+def unit_instance(name: str) -> int | None:
+    """The instance number of a worker unit's name, or None for any other unit."""
+    match = _UNIT_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -92,11 +108,10 @@ def parse_systemctl_show(text: str) -> dict[int, UnitState]:
     units: dict[int, UnitState] = {}
     for block in re.split(r"\n\s*\n", text):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        match = _UNIT_RE.match(props.get("Id", ""))
-        if not match:
+        instance = unit_instance(props.get("Id", ""))
+        if instance is None:
             continue
         since = _int(props.get("ActiveEnterTimestampMonotonic", "0"))  # microseconds
-        instance = int(match.group(1))
         units[instance] = UnitState(
             instance=instance, load_state=props.get("LoadState", ""),
             active_state=props.get("ActiveState", ""), sub_state=props.get("SubState", ""),
@@ -126,19 +141,15 @@ def list_worker_units(systemctl: str = "systemctl") -> tuple[list[int] | None, s
                           "--no-pager", UNIT_PATTERN)
     if out is None:
         return None, err
-    found = set()
-    for line in out.splitlines():
-        match = _UNIT_RE.match(line.split()[0]) if line.split() else None
-        if match:
-            found.add(int(match.group(1)))
-    return sorted(found), None
+    found = {unit_instance(line.split()[0]) for line in out.splitlines() if line.split()}
+    return sorted(i for i in found if i is not None), None
 
 
 def query_units(instances: Iterable[int], systemctl: str = "systemctl"
                 ) -> tuple[dict[int, UnitState] | None, str | None]:
     """`systemctl show` for routemq-worker@N of each instance, named explicitly (a pattern
     would only match loaded units, and a stopped instance is often unloaded)."""
-    names = [UNIT_TEMPLATE.format(i) for i in sorted(set(instances))]
+    names = [unit_name(i) for i in sorted(set(instances))]
     if not names:
         return {}, None
     out, err = _systemctl(systemctl, "show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES),

@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from routemq.errors import EXIT_FAILURE, EXIT_INACTIVE, EXIT_OK
-from routemq.fleet import Snapshot, UnitState
+from routemq.fleet import Snapshot, UnitState, unit_name
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 # `routemq status` exit codes; 3 as systemctl's "unit not active", 2 stays a config error.
@@ -222,7 +222,7 @@ def _worker_row(instance: int, planned: bool, health: Mapping[str, Any] | None, 
         "plan_version": h.get("plan_version"),
         "client_id": h.get("client_id"),
         "unit": None if unit is None else {
-            "name": f"routemq-worker@{instance}.service", "active_state": unit.active_state,
+            "name": unit_name(instance), "active_state": unit.active_state,
             "sub_state": unit.sub_state, "restarts": unit.restarts, "main_pid": unit.main_pid,
             "active_for_s": round(snap.monotonic - unit.active_since, 1)
             if unit.active_since is not None else None},

@@ -1,4 +1,5 @@
 """Reading the runtime directory (real temp files), pids, and systemd's answers."""
+import doctest
 import json
 import os
 import stat
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from routemq import fleet
 from routemq.fleet import (UnitState, parse_systemctl_show, query_units, read_configured_fleet,
-                           read_fleet)
+                           read_fleet, unit_instance, unit_name)
 from routemq.plan import Plan
 from routemq.status import build_status
 
@@ -301,3 +303,15 @@ def test_a_plan_file_means_the_application_is_not_loaded(tmp_path):
     write(tmp_path / "plan.json", Plan({5: ("x",)}).to_json())
     snap = read_configured_fleet(Config(str(tmp_path), "/nonexistent"), units=False)
     assert snap.plan_source == "plan.json" and snap.notes == []
+
+
+def test_unit_names_are_spelled_in_one_place():
+    assert unit_name(7) == "routemq-worker@7.service"
+    assert [unit_instance(unit_name(i)) for i in (1, 64)] == [1, 64]
+    for other in ("routemq-master.service", "routemq-worker@.service", "routemq-worker@x.service",
+                  "routemq-worker@3.service.d", "xroutemq-worker@3.service"):
+        assert unit_instance(other) is None, other
+
+
+def test_docstring_examples():
+    assert doctest.testmod(fleet).failed == 0
