@@ -30,7 +30,7 @@ from routemq.router import Route, Router
 from routemq.runtime import ensure_dir
 
 _MARKER = re.compile(r"^(\d+)\.session$")
-QUIET = 1.0  # seconds without a delivery, nothing running: the session has nothing left
+QUIET = 2.0  # seconds without a delivery, nothing running: the session has nothing left
 END_WAIT = 10.0  # seconds to wait for the CONNACK of the connection that ends a session
 
 

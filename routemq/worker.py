@@ -31,16 +31,18 @@ import time
 from collections import deque
 from typing import Any, Coroutine
 
+from routemq.assignment import Assignment
 from routemq.dispatcher import Dispatcher, dead_letter_publisher
 from routemq.membership import Release, release_on_stop
 from routemq.metrics import WorkerMetrics, process_usage
 from routemq.mqtt import Message, MqttClient
 from routemq.notify import Notifier
-from routemq.plan import Plan, PlanRoute, compute_plan, resolve_worker_count
+from routemq.errors import WorkerError
+from routemq.plan import Plan
 from routemq.registry import load_router
-from routemq.router import Route, Router
-from routemq.runtime import (FileLock, RuntimePaths, load_plan, lock_holder, read_plan,
-                             running_master, write_json_atomic)
+from routemq.router import Router
+from routemq.runtime import (FileLock, RuntimePaths, lock_holder, read_plan, running_master,
+                             write_json_atomic)
 from routemq.session import (client_id, connect_options, end_session, mark_session, on_loop,
                              routes_by_id, unmark_session, until_quiet)
 from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
@@ -50,20 +52,6 @@ log = logging.getLogger("routemq.worker")
 
 PLAN_WAIT = 15.0  # seconds to wait for a plan that includes this instance
 LOCK_WAIT = 50.0  # seconds to wait for the instance's lock (a drainer of its old session)
-
-
-class WorkerError(Exception):
-    """A fatal condition with a one-line explanation (bad plan, refused subscription)."""
-
-
-def plan_routes(router: Router) -> list[PlanRoute]:
-    return [PlanRoute(r.key, r.shared, r.worker_count) for r in router.routes]
-
-
-def standalone_plan(router: Router, worker_count: str | int) -> Plan:
-    """The plan a master would write for instances 1..worker_count ("auto" resolved)."""
-    routes = plan_routes(router)
-    return compute_plan(routes, range(1, resolve_worker_count(worker_count, routes) + 1))
 
 
 class Worker:
@@ -87,9 +75,9 @@ class Worker:
         self._wake_scheduled = False
         self._ready_sent = False
         self._accepting = True
-        self._plan_mtime = 0.0
-        self._loaded_generation = 0  # of the plan whose subscriptions are being made
-        self.plan_version = 0        # of the plan whose subscriptions the broker acknowledged
+        self.assignment = Assignment(self.router, instance, self.paths.plan,
+                                     config.worker_count)
+        self.plan_version = 0  # of the plan whose subscriptions the broker acknowledged
         self._stop = asyncio.Event()
         self._fail: WorkerError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -118,55 +106,6 @@ class Worker:
     def state(self, value: str) -> None:
         if value != self._state:
             self._state, self.state_since = value, time.time()
-
-    # --- the plan ------------------------------------------------------------------------
-    def load_plan(self) -> list[Route]:
-        """The routes of this instance: from the master's plan file, or computed alone."""
-        if not os.path.exists(self.paths.plan):
-            plan = standalone_plan(self.router, self.config.worker_count)
-            if self.instance not in plan.assignments:
-                raise WorkerError(
-                    f"instance {self.instance} is not in the plan: no master plan at "
-                    f"{self.paths.plan} and workers = {len(plan.assignments)} "
-                    f"(worker_count = {self.config.worker_count})")
-            return self._routes_of(plan)
-        self._plan_mtime = _mtime(self.paths.plan)
-        # Only a plan written by our own user or root, that nobody else can replace: the
-        # plan decides what this process subscribes to.
-        plan, problem = load_plan(self.paths.plan, trusted_only=True)
-        if plan is None:
-            raise WorkerError(f"refusing the plan: {problem}" if problem else
-                              f"no plan at {self.paths.plan}")
-        if self.instance not in plan.assignments:
-            raise WorkerError(f"instance {self.instance} is not in the plan {self.paths.plan}")
-        return self._routes_of(plan)
-
-    async def wait_for_plan(self, wait: float) -> list[Route]:
-        """load_plan, retried for up to `wait` seconds: a new instance is not in the
-        master's plan yet; its health file ("joining") tells the master, which adds it
-        within a tick. The loop keeps running meanwhile (watchdog, signals)."""
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                return self.load_plan()
-            except WorkerError as exc:
-                if not os.path.exists(self.paths.plan):
-                    raise  # standalone: waiting cannot put this instance in the plan
-                if time.monotonic() >= deadline:
-                    raise WorkerError(f"{exc} after waiting {wait:.0f}s; is routemq-master "
-                                      "running?") from None
-            self.notifier.watchdog()
-            await asyncio.sleep(0.2)
-
-    def _routes_of(self, plan: Plan) -> list[Route]:
-        self._loaded_generation = plan.generation
-        by_key = {r.key: r for r in self.router.routes}
-        keys = plan.assignments[self.instance]
-        unknown = [k for k in keys if k not in by_key]
-        if unknown:
-            log.warning("plan names routes this application does not define: %s",
-                        ", ".join(unknown))
-        return [by_key[k] for k in keys if k in by_key]
 
     # --- paho -> loop ---------------------------------------------------------------------
     def _cb(self, fn: Any) -> Any:
@@ -204,7 +143,7 @@ class Worker:
 
     def _subscribed_all(self) -> None:
         self.state = "running"
-        self.plan_version = self._loaded_generation
+        self.plan_version = self.assignment.generation
         if not self._ready_sent:
             self._ready_sent = True
             self.notifier.ready(self.status_line())
@@ -229,7 +168,7 @@ class Worker:
         """Re-read the plan and change only the subscriptions that changed."""
         self.notifier.reloading()
         try:
-            routes = self.load_plan()
+            routes = self.assignment.load()
         except WorkerError as exc:
             log.warning("reload failed, keeping the current subscriptions: %s", exc)
             self.notifier.ready()
@@ -257,8 +196,7 @@ class Worker:
                 health = self.health()
                 self.write_health(health)
                 self.notifier.status(self.status_line(health))
-                if self._ready_sent and \
-                        _mtime(self.paths.plan) not in (0.0, self._plan_mtime):
+                if self._ready_sent and self.assignment.changed():
                     self.reload()
             try:
                 await asyncio.wait_for(self._stop.wait(), interval)
@@ -294,10 +232,10 @@ class Worker:
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         await self.take_lock()
-        if os.path.exists(self.paths.plan):  # a master plans: tell it we are here
+        if self.assignment.planned:  # a master plans: tell it we are here
             self.state = "joining"
             self.write_health(self.health())
-        self.subs.held = await self.wait_for_plan(PLAN_WAIT)
+        self.subs.held = await self.assignment.wait(PLAN_WAIT, self.notifier.watchdog)
         self.dispatcher.hold(self.subs.held, self.by_sub_id)
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stop.set)
@@ -425,13 +363,6 @@ class Worker:
         self._pump()  # everything received before the UNSUBACK is ours to finish
         self._accepting = False
         return await self.dispatcher.drain(timeout)
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime_ns / 1e9
-    except FileNotFoundError:
-        return 0.0
 
 
 def run_worker(config: Any, instance: int, router: Router | None = None,
