@@ -292,7 +292,11 @@ class MqttClient:
 
     def loop_start(self) -> None:
         """Run the network loop (connect, reconnect forever, callbacks): on the running
-        asyncio loop when called from a coroutine, else in paho's own thread."""
+        asyncio loop when called from a coroutine, else in paho's own thread.
+
+        Workers and drainers always use the loop (mqtt_aio). paho's thread stays for
+        session.end_session, a short clean connection made from a worker thread while the
+        loop waits for it, and for tests that drive a client without a loop."""
         try:
             loop: Optional[asyncio.AbstractEventLoop] = asyncio.get_running_loop()
         except RuntimeError:
@@ -434,6 +438,15 @@ class MqttClient:
         session_present = (flags.get("session present") if isinstance(flags, dict)  # 1.x
                            else flags.session_present)
         self._call("on_connect", bool(session_present), code)
+
+    @property
+    def paho(self) -> _PahoClient:
+        """The paho client (for the asyncio LoopDriver, which runs its network loop)."""
+        return self._client
+
+    def connect_failed(self) -> None:
+        """The LoopDriver's connection attempt failed before a CONNACK."""
+        self._cb_connect_fail(self._client, None)
 
     def _cb_connect_fail(self, client: Any, userdata: Any) -> None:
         exc = self._client.last_connect_error

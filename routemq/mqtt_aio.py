@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import paho.mqtt.client as mqtt
 
@@ -42,13 +42,28 @@ READ_BATCH = 256  # packets read per readiness callback before yielding to other
 LINGER = 2.0  # seconds to read after our DISCONNECT until the broker closes the connection
 
 
-class LoopDriver:
-    """Runs one paho client (`owner._client`) on `loop`; all its callbacks run on the loop."""
+class Driven(Protocol):
+    """What the driver needs from the client that owns it (routemq.mqtt.MqttClient)."""
 
-    def __init__(self, owner: Any, loop: asyncio.AbstractEventLoop,
+    @property
+    def paho(self) -> mqtt.Client:
+        """The paho client to drive."""
+
+    @property
+    def connacks(self) -> int:
+        """Successful CONNACKs so far: a connection that got one resets the backoff."""
+
+    def connect_failed(self) -> None:
+        """A connection attempt failed before its CONNACK (DNS, TCP, TLS)."""
+
+
+class LoopDriver:
+    """Runs one paho client (`owner.paho`) on `loop`; all its callbacks run on the loop."""
+
+    def __init__(self, owner: Driven, loop: asyncio.AbstractEventLoop,
                  min_delay: float, max_delay: float) -> None:
         self.owner = owner
-        self.client: mqtt.Client = owner._client
+        self.client: mqtt.Client = owner.paho
         self.loop = loop
         self.min_delay, self.max_delay = min_delay, max_delay
         self.thread_id = threading.get_ident()
@@ -93,7 +108,7 @@ class LoopDriver:
             try:
                 await asyncio.to_thread(self.client.reconnect)
             except Exception:  # noqa: BLE001 - reported through on_connect_failed
-                self.owner._cb_connect_fail(self.client, None)
+                self.owner.connect_failed()
                 continue
             if self.stopping:
                 self._close_now()
