@@ -1,4 +1,5 @@
-"""The seed's `Application`: the router, its WorkerManager, and `run()`.
+"""`Application`, as RouteMQ's shared-subscriptions guide describes it: the router, its
+WorkerManager, and `run()`.
 
     from routemq.application import Application
 
@@ -6,16 +7,14 @@
     app.worker_manager.start_workers()                # or start_workers(num_workers=5)
     app.run()                                         # or: master + workers in the foreground
 
-Configuration comes from the same places as for `routemq` (files, environment); keyword
-arguments override them.
+Configuration comes from the one parser every `routemq` command uses (files, environment);
+keyword arguments override them, and any key may be given, the password included:
+`Application(mqtt_broker="mqtt.example.com", mqtt_password=secret)`.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from routemq.config import load_config
-from routemq.registry import load_router
 from routemq.router import Router
 from routemq.worker_manager import WorkerManager
 
@@ -24,20 +23,13 @@ class Application:
     def __init__(self, app_root: str | None = None, router_directory: str | None = None,
                  *, backend: str = "processes", router: Router | None = None,
                  **settings: Any) -> None:
-        argv = []
-        for key, value in {"app_root": app_root, "router_directory": router_directory,
-                           **settings}.items():
-            if value is not None:
-                argv.append(f"--{key.replace('_', '-')}={value}")
-        self.config = load_config(argv)
-        self.router = router or load_router(self.config.router_directory, self.config.app_root)
-        self.worker_manager = WorkerManager(
-            self.router, self.config.mqtt_group_name, self.config.router_directory,
-            app_root=self.config.app_root, worker_count=self.config.worker_count,
-            backend=backend, environ={**os.environ, **self.config.environment()})
+        self.worker_manager = WorkerManager(router, router_directory=router_directory,
+                                            app_root=app_root, backend=backend, **settings)
+        self.config = self.worker_manager.config
+        self.router = self.worker_manager.router
 
     def run(self, workers: int | None = None) -> int:
         """`routemq run`: master, workers restarted when they die, the embedded broker when
-        none is configured; returns when stopped (Ctrl-C or SIGTERM)."""
+        none is configured; returns its exit status when stopped (Ctrl-C or SIGTERM)."""
         from routemq.run import run
-        return run(self.config, self.router, workers)
+        return run(self.config, self.router, workers, environ=self.worker_manager.environ)

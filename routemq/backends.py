@@ -28,12 +28,14 @@ from routemq.errors import EXIT_CONFIG
 from routemq.fleet import UnitState, list_worker_units, query_units, unit_name
 from routemq.notify import child_environment
 from routemq.runtime import RuntimePaths, read_health
+from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
 
 log = logging.getLogger("routemq.backend")
 
 RESTART_BURST = 5         # at most this many restarts of one instance ...
 RESTART_INTERVAL = 60.0   # ... within this many seconds (systemd's StartLimitBurst/Interval)
 STALL_AFTER = 10.0        # seconds without a health update: stalled (the unit's WatchdogSec)
+STOP_MARGIN = 10.0        # seconds on top of a worker's own stop budgets before SIGKILL
 # States in which a worker does not write its health file on schedule, by design: it waits
 # for its plan before its loop runs, or it is stopping (SIGTERM; its drain is bounded).
 NOT_JUDGED = ("starting", "joining", "stopping", "draining")
@@ -57,18 +59,24 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     return preexec
 
 
+def stop_budget(drain_timeout: float) -> float:
+    """Seconds a worker may take after SIGTERM before it is killed: its hand-over, UNSUBACK
+    and drain budgets, the grace for cancelled handlers, and a margin (timings.py)."""
+    return HANDOVER_WAIT + UNSUBACK_WAIT + drain_timeout + CANCEL_GRACE + STOP_MARGIN
+
+
 class Backend(Protocol):
     name: str
 
     def start(self, instance: int) -> None: ...
     def stop(self, instance: int) -> None: ...
     def poll(self) -> list[int]: ...
-    def running(self) -> set[int]: ...
     def restarts(self) -> dict[int, int]: ...
 
 
 class WorkerHandle:
-    """One worker child process (the seed's `worker.pid` / `worker.is_alive()`)."""
+    """One worker child process (`worker.pid` / `worker.is_alive()` of
+    RouteMQ's shared-subscriptions guide)."""
 
     def __init__(self, instance: int, proc: subprocess.Popen[bytes]) -> None:
         self.instance = instance
@@ -210,9 +218,6 @@ class ProcessBackend:
             restarted.append(i)
         return restarted
 
-    def running(self) -> set[int]:
-        return set(self.handles)
-
     def restarts(self) -> dict[int, int]:
         return dict(self._restarts)
 
@@ -270,10 +275,6 @@ class SystemdBackend:
 
     def poll(self) -> list[int]:
         return []  # Restart=on-failure does it
-
-    def running(self) -> set[int]:
-        return {i for i, unit in self.units().items()
-                if unit.active_state in ("active", "activating", "reloading")}
 
     def restarts(self) -> dict[int, int]:
         return {}  # `routemq status` reads NRestarts from systemd itself

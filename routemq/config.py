@@ -71,6 +71,31 @@ def _file_value(text: str) -> str:
     return text[:comment.start()].rstrip() if comment else text
 
 
+def _unknown_key(name: str) -> str:
+    """'unknown key (did you mean mqtt_broker?)', for an error line that names where."""
+    close = difflib.get_close_matches(name, KEY_BY_NAME, n=1)
+    return "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+
+
+def settings_environment(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Settings given to the Python API (Application, WorkerManager) as the environment
+    variables load_config reads: every key can be given this way, the password included,
+    and none ends up on a command line that `ps` shows. None means "not given"; load_config
+    checks the values; an unknown name is a ConfigError.
+
+        >>> settings_environment({"mqtt_port": 8883, "tls": True, "mqtt_password": None})
+        {'MQTT_PORT': '8883', 'ROUTEMQ_TLS': 'true'}
+    """
+    env = {}
+    for name, value in settings.items():
+        key = KEY_BY_NAME.get(name)
+        if key is None:
+            raise ConfigError(f"{name}: {_unknown_key(name)}", key=name, source="argument")
+        if value is not None:
+            env[key.env_var] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
 def parse_config_text(text: str, path: str) -> dict[str, str]:
     """Parse one config file into {key: raw value}; unknown keys and bad lines are errors."""
     entries: dict[str, str] = {}
@@ -85,9 +110,7 @@ def parse_config_text(text: str, path: str) -> dict[str, str]:
             raise ConfigError(f'{path} line {lineno}: expected "key = value"',
                               source=f"config file {path}")
         if key not in KEY_BY_NAME:
-            close = difflib.get_close_matches(key, KEY_BY_NAME, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{name} in {path} line {lineno}: unknown key{hint}",
+            raise ConfigError(f"{name} in {path} line {lineno}: {_unknown_key(key)}",
                               key=name, source=f"config file {path}")
         try:
             entries[key] = _file_value(value)
@@ -412,11 +435,10 @@ class Config:
     def environment(self) -> dict[str, str]:
         """Environment variables that give a child process (a worker started by `routemq run`)
         what this process got on its command line; the rest it reads as we did."""
-        env = {}
-        for key in KEYS:
-            if self.sources.get(key.name) == "command line" and not key.secret:
-                value = getattr(self, key.name)
-                env[key.env_var] = str(value).lower() if isinstance(value, bool) else str(value)
+        # None here is a value given as "" (unset), which must override the child's layers too.
+        given = {key.name: getattr(self, key.name) for key in KEYS
+                 if self.sources.get(key.name) == "command line" and not key.secret}
+        env = settings_environment({k: "" if v is None else v for k, v in given.items()})
         for var, path in zip((CONFIG_FILE_ENV, CONFIG_DIR_ENV), self.named_config):
             if path:
                 env[var] = os.path.abspath(path)

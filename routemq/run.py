@@ -1,8 +1,8 @@
 """`routemq run [--workers N]`: the whole product in the foreground, without systemd.
 
 The master and N workers (child processes `routemq worker --instance i`), a dead worker
-restarted (the seed's WorkerHealthMonitor), and, when no MQTT_BROKER is configured, a private
-mosquitto on a free loopback port (the embedded default).
+restarted (WorkerHealthMonitor in RouteMQ's shared-subscriptions guide), and, when no
+MQTT_BROKER is configured, a private mosquitto on a free loopback port (the embedded default).
 
 One `routemq run` (or `routemq master`) per runtime directory: a second one exits 1 at once,
 before it starts a broker or a worker. Its children die with it: kill -9 of `routemq run`
@@ -20,20 +20,17 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Mapping
 
-from routemq.backends import ProcessBackend
+from routemq.backends import ProcessBackend, stop_budget
 from routemq.embedded import EmbeddedBroker
 from routemq.errors import (EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EmbeddedBrokerError,
                             MasterError)
 from routemq.master import Master
 from routemq.router import Router
 from routemq.runtime import RuntimePaths, ensure_dir, master_lock_holder, running_master
-from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
 
 log = logging.getLogger("routemq.run")
-
-STOP_MARGIN = 10.0
 
 
 def other_master(paths: RuntimePaths) -> str | None:
@@ -48,9 +45,11 @@ def other_master(paths: RuntimePaths) -> str | None:
             f"stop it first, or give this one its own runtime_dir")
 
 
-def run(config: Any, router: Router, workers: int | None = None) -> int:
+def run(config: Any, router: Router, workers: int | None = None,
+        environ: Mapping[str, str] | None = None) -> int:
     """EXIT_OK after a clean stop; EXIT_FAILURE when another master runs here or the broker
-    is unavailable; EXIT_CONFIG when the runtime directory cannot be made."""
+    is unavailable; EXIT_CONFIG when the runtime directory cannot be made. The workers get
+    `environ` (default os.environ: what `config` was read from) and the command line's keys."""
     paths = RuntimePaths(config.runtime_dir)
     taken = other_master(paths)
     if taken:
@@ -73,7 +72,8 @@ def run(config: Any, router: Router, workers: int | None = None) -> int:
             return EXIT_FAILURE
         children.update(MQTT_BROKER=broker.host, MQTT_PORT=str(broker.port))
     children["ROUTEMQ_RUNTIME_DIR"] = config.runtime_dir
-    backend = ProcessBackend({**os.environ, **children}, runtime_dir=config.runtime_dir)
+    backend = ProcessBackend({**(os.environ if environ is None else environ), **children},
+                             runtime_dir=config.runtime_dir)
     master = Master(config, router, backend, workers=workers)
     try:
         master.claim()
@@ -90,8 +90,7 @@ def run(config: Any, router: Router, workers: int | None = None) -> int:
         return EXIT_OK
     finally:
         master.close()
-        backend.stop_all(HANDOVER_WAIT + UNSUBACK_WAIT + config.drain_timeout + CANCEL_GRACE
-                         + STOP_MARGIN)
+        backend.stop_all(stop_budget(config.drain_timeout))
         if master.claimed:
             try:
                 os.unlink(master.paths.plan)  # the fleet is gone; no worker should wait for it

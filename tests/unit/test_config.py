@@ -1,4 +1,5 @@
 """Layered configuration, validation and error lines (routemq.config, routemq.config_keys)."""
+import doctest
 import json
 import os
 
@@ -505,3 +506,31 @@ def test_exit_on_config_error(capsys):
 def test_error_detail_is_always_one_line():
     err = ConfigError("config file /odd\nname: cannot read", key="k", source="s")
     assert "\n" not in str(err) and (err.key, err.source) == ("k", "s")
+
+
+# --- settings given to the Python API, and what a child process gets ------------------------
+
+def test_settings_environment_is_what_load_config_reads(etc):
+    from routemq.config import settings_environment
+    env = settings_environment({"mqtt_port": 8883, "tls": True, "mqtt_password": SECRET,
+                                "mqtt_username": None, "worker_count": "auto"})
+    assert env == {"MQTT_PORT": "8883", "ROUTEMQ_TLS": "true", "MQTT_PASSWORD": SECRET,
+                   "WORKER_COUNT": "auto"}
+    cfg = load(etc, env=env)
+    assert (cfg.mqtt_port, cfg.tls, cfg.password, cfg.mqtt_username) == (8883, True, SECRET,
+                                                                          None)
+    with pytest.raises(ConfigError, match=r"mqtt_passwrd: unknown key \(did you mean "
+                                          r"mqtt_password\?\)"):
+        settings_environment({"mqtt_passwrd": SECRET})
+    assert doctest.testmod(config_module).failed == 0
+
+
+def test_a_child_gets_the_command_lines_keys_but_never_a_secret(etc):
+    """`routemq run` gives its workers what it got on its command line; an empty value
+    given there ("unset") overrides the child's other layers too."""
+    cfg = load(etc, ["--mqtt-port=8883", "--tls", "--mqtt-username="],
+               env={"MQTT_PASSWORD": SECRET, "MQTT_USERNAME": "from-env"})
+    child = cfg.environment()
+    assert child == {"MQTT_PORT": "8883", "ROUTEMQ_TLS": "true", "MQTT_USERNAME": ""}
+    again = load(etc, env={"MQTT_USERNAME": "from-env", **child})
+    assert (again.mqtt_port, again.tls, again.mqtt_username) == (8883, True, None)

@@ -1,5 +1,6 @@
-"""The seed's WorkerManager unit tests, against our API, and its child-process back end
-(the watchdog, parent death) with real stand-in processes; no broker."""
+"""The WorkerManager unit tests of RouteMQ's shared-subscriptions guide, against our API;
+settings through the one configuration parser; the child-process back end (restarts, the
+watchdog, parent death) with real stand-in processes; no broker."""
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 from routemq import backends
 from routemq.backends import ProcessBackend, WorkerHandle
+from routemq.errors import ConfigError, UsageError
 from routemq.router import Route, Router
 from routemq.worker_manager import WorkerManager
 from tests.processes import alive
@@ -53,8 +55,62 @@ def test_shared_subscription_topic_format():
 
 
 def test_unknown_backend_is_refused():
-    with pytest.raises(ValueError, match="backend must be"):
+    with pytest.raises(UsageError, match="backend must be"):  # a ValueError too
         WorkerManager(Router(), "g", backend="docker")
+
+
+def test_settings_come_from_the_one_configuration_parser(tmp_path):
+    """The group and worker count are read as every `routemq` command reads them (here from
+    a config file), not from two environment variables only; arguments win over both."""
+    conf = tmp_path / "routemq.conf"
+    conf.write_text("mqtt_group_name = from_file\nworker_count = 4\n")
+    environ = {"ROUTEMQ_CONFIG": str(conf), "ROUTEMQ_CONFIG_DIR": str(tmp_path)}
+    router = Router()
+    router.on("a", handler, shared=True, worker_count=2)
+    manager = WorkerManager(router, environ=environ)
+    assert (manager.group_name, manager.default_worker_count()) == ("from_file", 4)
+    assert manager.config.sources["mqtt_group_name"] == f"config file {conf}"
+    manager = WorkerManager(router, "from_argument", environ=environ, worker_count="auto")
+    assert (manager.group_name, manager.default_worker_count()) == ("from_argument", 2)
+
+
+def test_every_key_can_be_given_the_password_included():
+    """The password goes to the workers in their environment, never on a command line."""
+    manager = WorkerManager(Router(), "g", environ={"ROUTEMQ_CONFIG": os.devnull},
+                            mqtt_password="s3cret", mqtt_username="worker", tls=True,
+                            mqtt_port=8883)
+    assert manager.config.password == "s3cret" and manager.config.mqtt_username == "worker"
+    assert manager.config.tls is True and manager.config.mqtt_port == 8883
+    assert manager.environ["MQTT_PASSWORD"] == "s3cret" and manager.environ["ROUTEMQ_TLS"] == "true"
+    assert "s3cret" not in repr(manager.config)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"mqtt_brokr": "h"}, r"^routemq: config error: mqtt_brokr: unknown key "
+                          r"\(did you mean mqtt_broker\?\)$"),
+    ({"mqtt_port": 0}, r"^routemq: config error: mqtt_port = \"0\" in environment MQTT_PORT: "
+                       r"must be"),
+])
+def test_a_bad_setting_is_one_config_error_that_names_it(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        WorkerManager(Router(), "g", environ={"ROUTEMQ_CONFIG": os.devnull}, **settings)
+
+
+def test_num_workers_must_be_a_positive_integer():
+    manager = WorkerManager(Router(), "g", environ={"ROUTEMQ_CONFIG": os.devnull})
+    for bad in (0, -1, True, "2"):
+        with pytest.raises(UsageError, match="num_workers must be an integer >= 1"):
+            manager.start_workers(bad)
+
+
+def test_application_takes_any_key_the_password_included(monkeypatch):
+    from routemq.application import Application
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "iot")
+    monkeypatch.setenv("ROUTEMQ_CONFIG", os.devnull)
+    app = Application(app_root=root, mqtt_password="s3cret", mqtt_broker="broker.example")
+    assert app.config.password == "s3cret" and app.config.mqtt_broker == "broker.example"
+    assert app.config is app.worker_manager.config
+    assert app.worker_manager.environ["MQTT_PASSWORD"] == "s3cret"
 
 
 def test_application_loads_the_routes_and_its_manager(monkeypatch):
@@ -104,6 +160,36 @@ def fake_spawn(tmp_path, monkeypatch):
         return WorkerHandle(instance, proc)
     monkeypatch.setattr(backends, "spawn_worker", spawn)
     return settings
+
+
+def test_the_manager_restarts_as_run_does(tmp_path, monkeypatch):
+    """Through the process back end: a crash is restarted (same instance number); a clean
+    exit (someone's SIGTERM) and a configuration error (exit 2) are not, as under
+    `routemq run` and systemd's Restart=on-failure. Each worker plans for 1..num_workers."""
+    exits = {1: 0, 2: 2, 3: 1}
+    started = []
+
+    def spawn(instance, environ, python=sys.executable):
+        code = ("import time; time.sleep(60)" if instance in started else
+                f"import sys; sys.exit({exits[instance]})")
+        started.append(instance)
+        assert environ["WORKER_COUNT"] == "3"
+        return WorkerHandle(instance, subprocess.Popen([python, "-c", code]))
+    monkeypatch.setattr(backends, "spawn_worker", spawn)
+    manager = WorkerManager(Router(), "g", environ={"ROUTEMQ_CONFIG": os.devnull,
+                                                    "ROUTEMQ_RUNTIME_DIR": str(tmp_path)})
+    first = manager.start_workers(3)
+    try:
+        deadline = time.monotonic() + 15
+        while any(w.is_alive() for w in first):
+            assert time.monotonic() < deadline, "the stand-ins did not exit"
+            time.sleep(0.05)
+        assert manager.restart_dead_workers() == [3]
+        assert manager.workers[:2] == first[:2] and manager.workers[2] is not first[2]
+        assert manager.workers[2].is_alive() and started == [1, 2, 3, 3]
+    finally:
+        manager.stop_workers(5)
+    assert not manager.workers[2].is_alive()
 
 
 def poll_until(backend, condition, timeout=15.0):
