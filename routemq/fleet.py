@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from routemq.plan import Plan
-from routemq.runtime import (RuntimePaths, load_plan, pid_alive, read_health_dir,  # noqa: F401
-                             read_master)
+from routemq.runtime import RuntimePaths, load_plan, pid_alive, read_health_dir, read_master
 
 # The worker units' names, spelled here only (systemd/routemq-worker@.service is the template).
 UNIT_PREFIX = "routemq-worker@"
@@ -243,7 +242,7 @@ def read_configured_fleet(config: Any, **kwargs: Any) -> Snapshot:
             or not os.path.isdir(config.runtime_dir):  # else "does not exist" says it all
         return snap
     found = {**snap.workers, **{i: {} for i in snap.units or {} if i not in snap.workers}}
-    snap.plan = standalone_plan(config.worker_count, found)
+    snap.plan = reported_plan(config.worker_count, found)
     snap.plan_source = "standalone"
     count = ("1..worker_count" if _count(config.worker_count) else
              "those with health files" + (" or units" if snap.units else ""))
@@ -260,11 +259,11 @@ def _count(worker_count: Any) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def standalone_plan(worker_count: Any, workers: dict[int, dict[str, Any]]) -> Plan:
+def reported_plan(worker_count: Any, workers: dict[int, dict[str, Any]]) -> Plan:
     """What standalone workers hold, as far as their health files tell (pure): instances
     1..worker_count, or (worker_count "auto") those in `workers`.
 
-        >>> standalone_plan(2, {1: {"routes_held": ["a"]}, 3: {}}).assignments
+        >>> reported_plan(2, {1: {"routes_held": ["a"]}, 3: {}}).assignments
         {1: ('a',), 2: ()}
     """
     count = _count(worker_count)

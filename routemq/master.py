@@ -33,7 +33,6 @@ from typing import Any
 from routemq.autoscale import Autoscaler, Load, Policy
 from routemq.backends import Backend, SystemdBackend
 from routemq.errors import MasterError
-from routemq.fleet import read_health_dir
 from routemq.membership import Health, Membership, gains, overlap
 from routemq.notify import Notifier
 from routemq.orphans import Orphans, drainer_spawner
@@ -41,7 +40,7 @@ from routemq.plan import Plan, compute_plan, plan_routes, resolve_worker_count
 from routemq.session import marked_sessions
 from routemq.router import Router
 from routemq.runtime import (FileLock, RuntimePaths, ensure_dir, lock_holder, pid_alive,
-                             read_plan, write_json_atomic, write_text_atomic)
+                             read_health_dir, read_plan, write_json_atomic, write_text_atomic)
 
 log = logging.getLogger("routemq.master")
 

@@ -25,7 +25,6 @@ from typing import Any, Iterable, Mapping
 
 from routemq.runtime import write_text_atomic
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TEXTFILE_NAME = "routemq.prom"
 TYPES = ("counter", "gauge", "untyped")
 _NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")

@@ -1,4 +1,5 @@
-"""The fleet dashboard (the seed's WorkerDashboard), built from a fleet Snapshot without I/O.
+"""The fleet dashboard (WorkerDashboard in RouteMQ's shared-subscriptions guide, "the
+guide" below), built from a fleet Snapshot without I/O.
 
     snap = routemq.fleet.read_fleet(config.runtime_dir, health_interval=1.0)
     status = build_status(snap)           # a JSON-ready dict: `routemq status --json`
@@ -18,10 +19,10 @@ Overall health is what an operator means, and ``health["reasons"]`` says why it 
   holds; a master that is expected (master.json, plan.json or worker units exist) but not
   running; a planned-out instance whose broker session is not drained yet (master.json
   "sessions": its queued messages reach nobody); fewer than 70 % of the planned instances
-  healthy (the seed's threshold); nothing planned at all;
+  healthy (the guide's threshold); nothing planned at all;
 - degraded: otherwise, any planned instance that is not healthy;
 - healthy: none of the above.
-The seed's 90 % line (``overall_health``) stays as its share figure, but one unhealthy
+The guide's 90 % line (``overall_health``) stays as its share figure, but one unhealthy
 planned instance is a reason, so "healthy" needs all of them.
 
 Two figures are derived, not measured, because one snapshot has no history:
@@ -40,7 +41,6 @@ from routemq.fleet import Snapshot, UnitState, unit_name
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 # `routemq status` exit codes; 3 as systemctl's "unit not active", 2 stays a config error.
 EXIT_CODES = {HEALTHY: EXIT_OK, DEGRADED: EXIT_FAILURE, UNHEALTHY: EXIT_INACTIVE}
-SEVERITY = (HEALTHY, DEGRADED, UNHEALTHY)  # worst last
 # A worker waits up to 15 s for a plan naming it (worker.PLAN_WAIT), then connects and
 # subscribes: that long it is starting, not failing. Under systemd (Type=notify) the unit is
 # "activating/start" until READY=1, then "starting" until the new process's health file.
@@ -57,7 +57,7 @@ def freshness_limit(health_interval: float) -> float:
 
 
 def overall_health(healthy: int, planned: int) -> dict[str, Any]:
-    """The seed's _get_health_status, with its keys: the share of planned instances healthy.
+    """The guide's _get_health_status, with its keys: the share of planned instances healthy.
 
         >>> overall_health(3, 4)["status"], overall_health(9, 10)["status"]
         ('degraded', 'healthy')
@@ -439,7 +439,7 @@ def id_list(ids: list[int] | None) -> str:
 
 
 def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
-    """The dashboard as a JSON-ready dict (the seed's get_dashboard_data, extended).
+    """The dashboard as a JSON-ready dict (the guide's get_dashboard_data, extended).
 
     Keys: generated_at, host, group, runtime_dir, backend, plan_source, master_expected,
     overview, health (status, healthy_workers, total_workers, health_percentage, reasons),

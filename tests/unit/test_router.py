@@ -24,10 +24,10 @@ class Recorder:
         return self.result
 
 
-# --- the seed's own unit tests, against our API -------------------------------------------
+# --- the unit tests of RouteMQ's shared-subscriptions guide, against our API ------------
 # (WorkerManager.get_shared_routes_info versions of these live with the WorkerManager tests)
 
-def test_seed_shared_route_identification_on_router():
+def test_guide_shared_route_identification_on_router():
     router = Router()
     router.on("regular/route", Recorder(), shared=False)
     router.on("shared/route", Recorder(), shared=True, worker_count=3)
@@ -39,7 +39,7 @@ def test_seed_shared_route_identification_on_router():
     assert "regular/route" not in topics
 
 
-def test_seed_worker_count_calculation():
+def test_guide_worker_count_calculation():
     router = Router()
     router.on("high/load", Recorder(), shared=True, worker_count=8)
     router.on("medium/load", Recorder(), shared=True, worker_count=4)
@@ -47,7 +47,7 @@ def test_seed_worker_count_calculation():
     assert router.get_total_workers_needed() == 8
 
 
-def test_seed_shared_subscription_topic_format():
+def test_guide_shared_subscription_topic_format():
     route = Route("sensors/{device_id}/data", Recorder(), shared=True)
     assert route.get_subscription_topic() == "sensors/+/data"
     assert route.get_subscription_topic("test_group") == "$share/test_group/sensors/+/data"

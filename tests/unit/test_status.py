@@ -140,7 +140,7 @@ def test_one_instance_down_of_ten_is_still_degraded():
     plan = Plan({i: (A,) for i in range(1, 11)})
     workers = {i: health(i, routes=(A,)) for i in range(1, 11)}
     s = build_status(snapshot(workers, plan, dead={1010}))
-    assert s["health"]["health_percentage"] == 90.0  # the seed's "healthy" line
+    assert s["health"]["health_percentage"] == 90.0  # the guide's "healthy" line
     assert s["health"]["status"] == "degraded" and exit_code(s) == 1
     assert s["health"]["reasons"] == ["instance 10 is not alive: dead (pid 1010 is gone)"]
 
