@@ -1,28 +1,16 @@
-"""Routes of the integration tests' application (see tests/integration/apps/recorder.py)."""
-import asyncio
+"""Routes of the integration tests' application (see tests/integration/apps/recorder.py).
+TEST_SLOW: seconds a slow/{id} message takes (default 0.02)."""
 import os
 import time
 
 from routemq.router import Router
-from tests.integration.apps.recorder import record
+from tests.integration.apps.recorder import record, recording
 
 router = Router()
-
-
-@router.on("work/{id}", shared=True, worker_count=4, qos=1)
-async def work(id, payload, client):
-    record("work", f"work/{id}", payload)
-
-
-@router.on("slow/{id}", shared=True, worker_count=4, qos=1)
-async def slow(id, payload, client):
-    await asyncio.sleep(float(os.environ.get("TEST_SLOW", "0.02")))
-    record("slow", f"slow/{id}", payload)
-
-
-@router.on("ordered/{id}", qos=1)
-async def ordered(id, payload, client):
-    record("ordered", f"ordered/{id}", payload)
+router.on("work/{id}", recording("work"), shared=True, worker_count=4, qos=1)
+router.on("slow/{id}", recording("slow", float(os.environ.get("TEST_SLOW", "0.02"))),
+          shared=True, worker_count=4, qos=1)
+router.on("ordered/{id}", recording("ordered"), qos=1)
 
 
 @router.on("check/{kind}", shared=True, worker_count=4, qos=1)

@@ -6,29 +6,18 @@ TEST_SLOW seconds for the shared routes (default 0.2), TEST_SLOW_PLAIN for the p
 (default 0.005: it runs one message at a time, so 0.2 s would cap it at 5 messages a second).
 See tests/integration/apps/recorder.py for what is recorded.
 """
-import asyncio
 import os
 
 from routemq.router import Router
-from tests.integration.apps.recorder import record
+from tests.integration.apps.recorder import recording
 
 router = Router()
 
 SHARED_ONE = [f"m{n}" for n in range(6)]
-
-
-def slow_handler(route: str, variable: str):
-    """A handler for `route` that sleeps `variable` seconds, then records the message."""
-    delay = float(os.environ.get(variable, "0.005" if variable == "TEST_SLOW_PLAIN" else "0.2"))
-
-    async def handle(id, payload, client):
-        await asyncio.sleep(delay)
-        record(route, f"{route}/{id}", payload)
-    return handle
-
+SLOW = float(os.environ.get("TEST_SLOW", "0.2"))
+SLOW_PLAIN = float(os.environ.get("TEST_SLOW_PLAIN", "0.005"))
 
 for name in SHARED_ONE:
-    router.on(f"{name}/{{id}}", slow_handler(name, "TEST_SLOW"), qos=1, shared=True,
-              worker_count=1)
-router.on("pair/{id}", slow_handler("pair", "TEST_SLOW"), qos=1, shared=True, worker_count=2)
-router.on("plain/{id}", slow_handler("plain", "TEST_SLOW_PLAIN"), qos=1)
+    router.on(f"{name}/{{id}}", recording(name, SLOW), qos=1, shared=True, worker_count=1)
+router.on("pair/{id}", recording("pair", SLOW), qos=1, shared=True, worker_count=2)
+router.on("plain/{id}", recording("plain", SLOW_PLAIN), qos=1)
