@@ -4,7 +4,8 @@ Only 127.0.0.1 is used.  The broker is a plain child process of the test run, st
 its pid (never by name), with its own config, persistence directory and log file.
 
 Import from test modules as ``from tests.integration.broker import Mosquitto, publish_many``
-(the repository root is on sys.path through tests/conftest.py / PYTHONPATH).
+(the repository root is on sys.path through tests/conftest.py / PYTHONPATH); waiting and
+payload helpers shared with the system tests are in tests/helpers.py.
 """
 from __future__ import annotations
 
@@ -24,11 +25,10 @@ from typing import Iterable, Sequence
 
 import paho.mqtt.client as paho
 
+from tests.helpers import mosquitto_pub_runs, seq_payloads, wait_until
+
 MOSQUITTO = "/usr/sbin/mosquitto"
-MOSQUITTO_PUB = "mosquitto_pub"
 HOST = "127.0.0.1"
-# mosquitto_pub -l at QoS > 0 silently stops after 65,535 lines (packet ids run out): stay below.
-PUB_CHUNK = 50_000
 
 
 def free_port() -> int:
@@ -146,16 +146,23 @@ class Mosquitto:
         self.start()
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        """Return when every listener accepts TCP connections; RuntimeError if it died."""
-        deadline = time.monotonic() + timeout
+        """Return when every listener accepts TCP connections; RuntimeError if it died (start()
+        retries on other ports then, so this is no test failure yet)."""
         ports = [p for p in (self.port, self.tls_port) if p]
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise RuntimeError(f"mosquitto exited: {self.log_tail()}")
-            if all(_can_connect(self.host, p) for p in ports):
-                return
-            time.sleep(0.02)
-        raise RuntimeError(f"mosquitto not ready after {timeout}s: {self.log_tail()}")
+        ready = wait_until(lambda: not self.running or all(_can_connect(self.host, p)
+                                                           for p in ports),
+                           timeout, "mosquitto's listeners", interval=0.02, fail=False)
+        if not self.running:
+            raise RuntimeError(f"mosquitto exited: {self.log_tail()}")
+        if not ready:
+            raise RuntimeError(f"mosquitto not ready after {timeout}s: {self.log_tail()}")
+
+    def wait_log(self, text: str, count: int = 1, timeout: float = 10.0) -> None:
+        """Until the broker's log holds `text` at least `count` times (with ``log_type
+        debug`` in extra_config it logs every packet: "Received PUBACK from <client id>")."""
+        wait_until(lambda: self.log_path.read_text(errors="replace").count(text) >= count,
+                   timeout, f"{count} x {text!r} in the broker log",
+                   explain=lambda: self.log_tail())
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -325,11 +332,6 @@ def make_pki(directory: Path) -> Pki:
 
 # -- bulk publish -----------------------------------------------------------------------------
 
-def seq_payloads(n: int, start: int = 0, **extra: object) -> list[str]:
-    """``n`` one-line JSON payloads ``{"seq": i, ...}``, i from ``start``."""
-    return [json.dumps({"seq": i, **extra}, separators=(",", ":")) for i in range(start, start + n)]
-
-
 def publish_many(
     broker: Mosquitto,
     target: str | Iterable[tuple[str, str]],
@@ -362,23 +364,46 @@ def publish_many(
                 groups.append((topic, [payload]))
     total = 0
     for topic, lines in groups:
-        for i in range(0, len(lines), PUB_CHUNK):
-            chunk = lines[i:i + PUB_CHUNK]
-            if any("\n" in p for p in chunk):
-                raise ValueError("mosquitto_pub -l sends one payload per line")
-            args = [MOSQUITTO_PUB, "-h", broker.host, "-p", str(broker.port), "-q", str(qos),
-                    "-t", topic, "-l", "-V", "5" if protocol == "5" else "mqttv311"]
-            if username is not None:
-                args += ["-u", username]
-            if password is not None:
-                args += ["-P", password]  # test helper only: mosquitto_pub has no password file
-            subprocess.run(args, input=("\n".join(chunk) + "\n").encode(), check=True,
-                           timeout=timeout, stderr=subprocess.PIPE)
-            total += len(chunk)
+        for argv, stdin in mosquitto_pub_runs(topic, lines, host=broker.host, port=broker.port,
+                                              qos=qos, protocol=protocol, username=username,
+                                              password=password):
+            subprocess.run(argv, input=stdin, check=True, timeout=timeout,
+                           stderr=subprocess.PIPE)
+        total += len(lines)
     return total
 
 
+def publish_spread(broker: Mosquitto, route: str, n: int, start: int = 0,
+                   topics: int = 8) -> int:
+    """n QoS 1 messages on `topics` distinct topics of a route, seq numbers start..start+n."""
+    pairs = [(f"{route}/{i % topics}", p) for i, p in enumerate(seq_payloads(n, start))]
+    pairs.sort(key=lambda tp: tp[0])  # one mosquitto_pub per topic
+    return publish_many(broker, pairs, qos=1)
+
+
+def publish_each(broker: Mosquitto, messages: Iterable[tuple[str, bytes | str, int]]) -> None:
+    """Publish (topic, payload, qos) one by one with a paho client, each acknowledged before
+    the next: for payloads mosquitto_pub -l cannot carry (bytes, newlines) and for order."""
+    publisher = AckedPublisher(broker.host, broker.port).start()
+    try:
+        for topic, payload, qos in messages:
+            publisher.send(topic, payload, qos)
+    finally:
+        publisher.stop()
+
+
 # -- a small paho subscriber, both paho versions ----------------------------------------------
+
+V2_CALLBACKS = hasattr(paho, "CallbackAPIVersion")
+
+
+def paho_client(client_id: str, protocol: str) -> paho.Client:
+    """A plain paho client of either version (VERSION2 callbacks on paho 2.x)."""
+    proto = paho.MQTTv5 if protocol == "5" else paho.MQTTv311
+    if V2_CALLBACKS:
+        return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)
+    return paho.Client(client_id=client_id, protocol=proto)
+
 
 @dataclass
 class Received:
@@ -404,12 +429,7 @@ class Collector:
     def __post_init__(self) -> None:
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        proto = paho.MQTTv5 if self.protocol == "5" else paho.MQTTv311
-        if hasattr(paho, "CallbackAPIVersion"):
-            self._client = paho.Client(paho.CallbackAPIVersion.VERSION2,
-                                       client_id=self.client_id, protocol=proto)
-        else:
-            self._client = paho.Client(client_id=self.client_id, protocol=proto)
+        self._client = paho_client(self.client_id, self.protocol)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = lambda *a: self._subscribed.set()
         self._client.on_message = self._on_message
@@ -431,13 +451,9 @@ class Collector:
 
     def wait_for(self, n: int, timeout: float = 30.0) -> list[Received]:
         """Wait until at least ``n`` messages arrived; return them (TimeoutError otherwise)."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while len(self.messages) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"collector: {len(self.messages)} of {n} messages")
-                self._cond.wait(left)
+            if not self._cond.wait_for(lambda: len(self.messages) >= n, timeout):
+                raise TimeoutError(f"collector: {len(self.messages)} of {n} messages")
             return list(self.messages)
 
     def stop(self) -> None:
@@ -458,13 +474,9 @@ class AckedPublisher:
 
     def __init__(self, host: str, port: int, client_id: str = "", protocol: str = "5") -> None:
         self.host, self.port = host, port
-        proto = paho.MQTTv5 if protocol == "5" else paho.MQTTv311
-        if hasattr(paho, "CallbackAPIVersion"):
-            self._client = paho.Client(paho.CallbackAPIVersion.VERSION2,
-                                       client_id=client_id, protocol=proto)
+        self._client = paho_client(client_id, protocol)
+        if V2_CALLBACKS:  # paho 1.6's on_publish has no reason code to count
             self._client.on_publish = self._on_publish
-        else:
-            self._client = paho.Client(client_id=client_id, protocol=proto)
         self._client.max_inflight_messages_set(500)
         self._connected = threading.Event()
         self._client.on_connect = lambda *a: self._connected.set()
@@ -484,9 +496,15 @@ class AckedPublisher:
         return self
 
     def publish(self, topic: str, seq: int) -> None:
-        payload = json.dumps({"seq": seq}, separators=(",", ":"))
-        info = self._client.publish(topic, payload, qos=1)
+        info = self._client.publish(topic, seq_payloads(1, seq)[0], qos=1)
         self._sent.append((seq, topic, time.monotonic(), info))
+
+    def send(self, topic: str, payload: bytes | str, qos: int, timeout: float = 10.0) -> None:
+        """One message as given (not numbered, not counted in `sent`); returns once the
+        broker acknowledged it (QoS 0: once it left)."""
+        info = self._client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout)
+        assert info.is_published(), f"{topic}: not acknowledged within {timeout}s"
 
     @property
     def sent(self) -> int:
@@ -502,10 +520,10 @@ class AckedPublisher:
         return {seq: topic for seq, topic, _, _ in list(self._sent)}
 
     def wait_acked(self, timeout: float = 30.0) -> set[int]:
-        """Until every message sent so far is acknowledged or the deadline passes."""
-        deadline = time.monotonic() + timeout
-        while len(self.acked()) < self.sent and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """Until every message sent so far is acknowledged or the deadline passes: the
+        acknowledged seqs either way (the caller's assertion says what was not)."""
+        wait_until(lambda: len(self.acked()) >= self.sent, timeout, "PUBACKs", interval=0.05,
+                   fail=False)
         return self.acked()
 
     def stop(self) -> None:

@@ -2,16 +2,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-from tests.integration.broker import Collector, Mosquitto, Pki, TlsFiles, make_pki
+from tests.integration.broker import (AckedPublisher, Collector, Mosquitto, Pki, TlsFiles,
+                                      make_pki)
 from tests.integration.workers import Fleet, Run
 
 # Password used by ``auth_broker``; tests check it never leaks into logs or reprs.
 AUTH_USER = "routemq"
 AUTH_PASSWORD = "pw-Zq8#not-in-logs"
+T = TypeVar("T")
+
+
+def _factory(build: Callable[..., T], end: Callable[[T], object],
+             start: bool = True) -> Iterator[Callable[..., T]]:
+    """The body of a factory fixture: yields make(*args, **kwargs), which builds
+    build(n, *args, **kwargs) (n: how many were made before), keeps it and starts it; at
+    teardown end(each), failed starts included."""
+    made: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> T:
+        made.append(build(len(made), *args, **kwargs))
+        return made[-1].start() if start else made[-1]
+    yield make
+    for thing in made:
+        end(thing)
 
 
 @pytest.fixture(scope="session")
@@ -23,16 +40,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture
 def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
     """Factory: ``make_broker(**Mosquitto kwargs)`` starts a broker; all stopped at teardown."""
-    started: list[Mosquitto] = []
-
-    def make(**kwargs: object) -> Mosquitto:
-        b = Mosquitto(tmp_path / f"broker{len(started)}", **kwargs)  # type: ignore[arg-type]
-        started.append(b)
-        return b.start()
-
-    yield make
-    for b in started:
-        b.stop()
+    yield from _factory(lambda n, **kwargs: Mosquitto(tmp_path / f"broker{n}", **kwargs),
+                        Mosquitto.stop)
 
 
 @pytest.fixture
@@ -70,37 +79,33 @@ def auth_broker(make_broker: Callable[..., Mosquitto]) -> Mosquitto:
 @pytest.fixture
 def collector() -> Iterator[Callable[..., Collector]]:
     """Factory: ``collector(broker, [(filter, qos)], protocol="5")`` -> a started Collector."""
-    started: list[Collector] = []
-
-    def make(broker: Mosquitto, topics: Sequence[tuple[str, int]], **kwargs: object) -> Collector:
-        c = Collector(broker, list(topics), **kwargs)  # type: ignore[arg-type]
-        started.append(c)
-        return c.start()
-
-    yield make
-    for c in started:
-        c.stop()
+    yield from _factory(lambda n, broker, topics, **kwargs: Collector(broker, list(topics),
+                                                                      **kwargs),
+                        Collector.stop)
 
 
-def _factory(kind: type, broker: Mosquitto, tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
-    made: list[Fleet] = []
+@pytest.fixture
+def publisher() -> Iterator[Callable[[str, int], AckedPublisher]]:
+    """make(host, port) -> a started AckedPublisher; all stopped at the end."""
+    yield from _factory(lambda n, host, port: AckedPublisher(host, port), AckedPublisher.stop)
 
-    def make(workers: int, **config: object) -> Fleet:
-        made.append(kind(broker, tmp_path / f"{kind.__name__.lower()}{len(made)}", workers,
-                         **config))
-        return made[-1]
-    yield make
-    for fleet in made:
-        fleet.cleanup()
+
+def _fleets(kind: type, broker: Mosquitto, tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
+    """make(workers, **config) -> a `kind` (Fleet or Run) in its own directory; each one's
+    cleanup() at the end."""
+    name = kind.__name__.lower()
+    yield from _factory(lambda n, workers, **config: kind(broker, tmp_path / f"{name}{n}",
+                                                          workers, **config),
+                        lambda fleet: fleet.cleanup(), start=False)
 
 
 @pytest.fixture
 def fleet_factory(broker: Mosquitto, tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
     """make(workers, **config) -> Fleet of `routemq worker` processes, killed at the end."""
-    yield from _factory(Fleet, broker, tmp_path)
+    yield from _fleets(Fleet, broker, tmp_path)
 
 
 @pytest.fixture
 def make_run(broker: Mosquitto, tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
     """make(workers, **config) -> Run (`routemq run`), stopped at the end."""
-    yield from _factory(Run, broker, tmp_path)
+    yield from _fleets(Run, broker, tmp_path)

@@ -3,6 +3,8 @@ import socket
 import threading
 import time
 
+from tests.helpers import wait_until
+
 
 class NotifySocket:
     """A real unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
@@ -26,14 +28,11 @@ class NotifySocket:
             now = time.monotonic()
             self.messages.extend((now, line) for line in data.decode().splitlines())
 
-    def wait_for(self, line, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for t, got in self.messages:
-                if got == line:
-                    return t
-            time.sleep(0.02)
-        raise AssertionError(f"no {line!r} in {[m for _, m in self.messages][-20:]}")
+    def wait_for(self, line: str, timeout: float = 20) -> float:
+        """The time `line` first arrived, waiting up to `timeout` seconds for it."""
+        return wait_until(lambda: next(iter(self.times(line)), None), timeout, repr(line),
+                          interval=0.02,
+                          explain=lambda: str([m for _, m in self.messages][-20:]))
 
     def times(self, line):
         return [t for t, got in self.messages if got == line]

@@ -5,70 +5,34 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-from tests.integration.broker import publish_many, seq_payloads
-from tests.integration.workers import Run, tally
+from tests.helpers import (assert_all_handled, routes_by_key, tally, wait_until,
+                           workers_by_instance)
+from tests.integration.broker import publish_many
+from tests.integration.workers import AckedStream, Run
 
 ABC = Path(__file__).resolve().parent / "apps" / "abc"
 
 
-class Stream:
-    """A steady QoS 1 stream in the background: `batch` messages on work/<batch number % 7>
-    every `pause` seconds, numbered from 0, until stop()."""
-
-    def __init__(self, broker, batch=50, pause=0.1):
-        self.broker, self.batch, self.pause = broker, batch, pause
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            topic = f"work/{self.sent // self.batch % 7}"
-            self.sent += publish_many(self.broker, topic, seq_payloads(self.batch, self.sent))
-            time.sleep(self.pause)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(60)
-        return self.sent
-
-    def __exit__(self, *exc):
-        self.stop()
+def work_stream(publisher, broker, rate: float) -> AckedStream:
+    """A QoS 1 stream of `rate` messages a second on work/0..4, numbered from 0."""
+    return AckedStream(publisher(broker.host, broker.port), ["work"], rate)
 
 
-def assert_all_once(rows, sent):
-    _, per_message = tally(rows)
-    seqs = {int(seq) for _, seq in per_message}
-    missing = set(range(sent)) - seqs
-    assert not missing, f"{len(missing)} of {sent} messages lost, e.g. {sorted(missing)[:10]}"
-
-
-def status_of(run, processed=0, timeout=10.0):
+def status_of(run, processed=0):
     """`routemq status --json`: (document, {instance: worker row}, {route: row}), once the
     health files (written every second) count at least `processed` messages."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rc, doc = run.status()
-        if doc["overview"]["processed"] >= processed or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    workers = {w["instance"]: w for w in doc["workers"]}
-    routes = {r["route"]: r for r in doc["routes"]}
-    assert rc == {"healthy": 0, "degraded": 1, "unhealthy": 3}[doc["health"]["status"]]
-    return doc, workers, routes
+    doc, _ = run.wait_status(lambda d: d["overview"]["processed"] >= processed,
+                             f"{processed} processed in the health files")
+    return doc, workers_by_instance(doc), routes_by_key(doc)
 
 
-def workers_since(run, route, t0_count):
-    """Workers that handled `route` messages after the first `t0_count` records."""
-    return {w for w, *_ in run.processed(route)[t0_count:]}
+def wait_all_handled(run, acked, timeout):
+    """Every acknowledged message of the stream handled within `timeout` seconds."""
+    rows = run.wait_handled(acked, timeout)
+    assert_all_handled(rows, acked)
+    return rows
 
 
 def test_plan_seen_from_the_messages(make_run, broker):
@@ -102,32 +66,28 @@ def test_plan_seen_from_the_messages(make_run, broker):
     assert not run.healths() and not (run.runtime / "master.json").exists()
 
 
-def test_run_restarts_a_killed_worker_and_loses_nothing(make_run, broker):
+def test_run_restarts_a_killed_worker_and_loses_nothing(make_run, broker, publisher):
     run = make_run(4).start_run()
     docs = run.wait_settled([1, 2, 3, 4])
     victim = docs[2]["pid"]
-    with Stream(broker, batch=200, pause=0.05) as stream:
-        deadline = time.monotonic() + 30
-        while len(run.processed("work")) < 1000 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with work_stream(publisher, broker, rate=500) as stream:
+        run.wait_more_handled(1000, timeout=30)
         os.kill(victim, signal.SIGKILL)
-        time.sleep(3)
-    sent = stream.sent
-    rows = run.wait_processed(sent, "work", timeout=90)
-    assert_all_once(rows, sent)
+        wait_until(lambda: run.master().get("restarts") == {"2": 1}, 30,
+                   "routemq run restarting worker 2", abort=run.running())
+        run.wait_more_handled(100, [2])  # the stream goes on through the restart
+    acked = stream.stop()
+    rows = wait_all_handled(run, acked, timeout=90)
     docs = run.wait_settled([1, 2, 3, 4])
     assert docs[2]["pid"] != victim
     assert run.master()["restarts"] == {"2": 1}
     # status: the restart is counted; the survivors' counters match their records
     per_worker, _ = tally(rows)
     survivors = sum(per_worker[i] for i in (1, 3, 4))
-    deadline = time.monotonic() + 10
-    while True:
-        doc, workers, _ = status_of(run)
-        counted = sum(workers[i]["processed"] for i in (1, 3, 4))
-        if counted >= survivors or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    doc, _ = run.wait_status(lambda d: sum(workers_by_instance(d)[i]["processed"]
+                                           for i in (1, 3, 4)) >= survivors,
+                             f"the survivors' {survivors} messages in the health files")
+    workers = workers_by_instance(doc)
     assert doc["health"]["status"] == "healthy"
     assert workers[2]["restarts"] == 1 and workers[2]["pid"] == docs[2]["pid"]
     assert [workers[i]["restarts"] for i in (1, 3, 4)] == [0, 0, 0]
@@ -135,52 +95,41 @@ def test_run_restarts_a_killed_worker_and_loses_nothing(make_run, broker):
     assert run.stop_run() == 0
 
 
-def test_scaling_by_hand_2_4_2_during_a_stream(make_run, broker):
+def test_scaling_by_hand_2_4_2_during_a_stream(make_run, broker, publisher):
     run = make_run(2).start_run()
     run.wait_settled([1, 2])
-    with Stream(broker) as stream:
-        time.sleep(1)
+    with work_stream(publisher, broker, rate=300) as stream:
+        run.wait_more_handled(100)
         hand = [run.start(3), run.start(4)]  # `routemq worker --instance 3|4`, as an operator
         run.wait_settled([1, 2, 3, 4])
-        mark = len(run.processed("work"))
-        deadline = time.monotonic() + 10
-        while not {3, 4} <= workers_since(run, "work", mark):
-            assert time.monotonic() < deadline, "new workers got no messages within 10s"
-            time.sleep(0.1)
+        run.wait_more_handled(1, [3, 4], timeout=10)  # the new workers get messages
         doc, workers, routes = status_of(run)
         assert doc["health"]["status"] == "healthy" and sorted(workers) == [1, 2, 3, 4]
         assert routes["shared:work/{id}"]["holding"] == [1, 2, 3, 4]
         for worker in hand:
             assert worker.stop() == 0  # SIGTERM: hand over, drain, leave the plan
         run.wait_settled([1, 2])
-        time.sleep(1)
-    sent = stream.sent
-    rows = run.wait_processed(sent, "work", timeout=60)
-    assert_all_once(rows, sent)
+        run.wait_more_handled(100, [1, 2])  # the stream goes on, on the two
+    wait_all_handled(run, stream.stop(), timeout=60)
     doc, workers, routes = status_of(run)  # the stopped ones are gone, not "dead"
     assert doc["health"]["status"] == "healthy" and sorted(workers) == [1, 2]
     assert routes["shared:work/{id}"]["holding"] == [1, 2]
     assert run.stop_run() == 0
 
 
-def test_autoscaler_follows_the_load(make_run, broker):
+def test_autoscaler_follows_the_load(make_run, broker, publisher):
     run = make_run(2, ROUTEMQ_AUTOSCALE="true", MIN_WORKERS="2", MAX_WORKERS="4",
                    ROUTEMQ_TARGET_RATE_PER_WORKER="40", ROUTEMQ_SCALE_INTERVAL="1",
                    ROUTEMQ_SCALE_COOLDOWN="3")
     run.start_run()
     run.wait_settled([1, 2])
-    with Stream(broker, batch=50, pause=0.1) as stream:  # ~300 msg/s: 4 workers wanted
+    with work_stream(publisher, broker, rate=300) as stream:  # 4 workers wanted
         run.wait_settled([1, 2, 3, 4], timeout=60)
-        mark = len(run.processed("work"))
-        deadline = time.monotonic() + 10
-        while not {3, 4} <= workers_since(run, "work", mark):
-            assert time.monotonic() < deadline, "new workers got no messages within 10s"
-            time.sleep(0.1)
-    sent = stream.sent
+        run.wait_more_handled(1, [3, 4], timeout=10)  # the new workers get messages
+    acked = stream.stop()
     run.wait_settled([1, 2], timeout=60)  # idle: back to min_workers
     assert "autoscaler" in run.output() and run.master()["autoscaler"]["target"] == 2
-    rows = run.wait_processed(sent, "work", timeout=60)
-    assert_all_once(rows, sent)
+    wait_all_handled(run, acked, timeout=60)
     doc, workers, _ = status_of(run)
     assert sorted(workers) == [1, 2] and doc["health"]["status"] == "healthy"
     assert run.stop_run() == 0
@@ -202,10 +151,10 @@ def test_master_alone_as_systemd_runs_it(broker, tmp_path):
         for i in (1, 2):
             run.start(i)
         run.wait_settled([1, 2])
-        time.sleep(1.0)
-        assert len(notify.times("WATCHDOG=1")) >= 3
-        assert any(m.startswith("STATUS=2/2 workers alive; plan generation")
-                   for _, m in notify.messages)
+        wait_until(lambda: len(notify.times("WATCHDOG=1")) >= 3, 10, "3 WATCHDOG=1")
+        wait_until(lambda: any(m.startswith("STATUS=2/2 workers alive; plan generation")
+                               for _, m in notify.messages), 10, "STATUS=2/2 workers alive",
+                   explain=lambda: str(notify.messages[-10:]))
         master.send_signal(signal.SIGHUP)
         notify.wait_for("RELOADING=1")
         master.send_signal(signal.SIGTERM)
@@ -246,8 +195,8 @@ def test_a_route_that_moved_away_while_an_instance_was_down_is_not_run_twice(mak
     docs = run.wait_settled([1, 2])
     assert "single:ordered/{id}" not in docs[owner]["routes_held"]
     publish_many(broker, "ordered/1", 200)
-    rows = run.wait_processed(200, "ordered", timeout=30)
-    time.sleep(1)  # a second runner would show up by now
+    run.wait_processed(200, "ordered", timeout=30)
+    run.wait_health_writes([1, 2], 2)  # time passes in both: a second runner shows by then
     rows = run.processed("ordered")
     per_worker, per_message = tally(rows)
     assert set(per_worker) == {other} and len(per_message) == 200 and len(rows) == 200

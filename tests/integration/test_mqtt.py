@@ -10,7 +10,6 @@ import logging
 import queue
 import socket
 import threading
-import time
 import types
 from typing import Any, Callable, Iterator
 
@@ -19,7 +18,8 @@ import pytest
 
 from routemq import mqtt as rmq
 from routemq.mqtt import ConnectOptions, Message, MqttClient
-from tests.integration.broker import Mosquitto, TlsFiles, free_port, publish_many, seq_payloads
+from tests.helpers import seq_payloads, wait_until
+from tests.integration.broker import Mosquitto, TlsFiles, free_port, publish_many
 from tests.integration.conftest import AUTH_PASSWORD, AUTH_USER
 
 needs_manual_ack = pytest.mark.skipif(
@@ -112,6 +112,23 @@ def seqs(messages: list[Message]) -> list[int]:
     return [json.loads(m.payload)["seq"] for m in messages]
 
 
+MARKER = b"marker"
+
+
+def all_before_a_marker(broker: Mosquitto, probe: Probe, topic: str) -> list[Message]:
+    """Publish a marker on `topic` (the client subscribed to it) and wait for it: mosquitto
+    sends a connection its messages in order, so whatever was still coming came before it.
+    The messages other than markers."""
+    publish_many(broker, topic, [MARKER.decode()], qos=1)
+    probe.wait(lambda: any(m.payload == MARKER for m in probe.messages), "the marker")
+    return [m for m in probe.messages if m.payload != MARKER]
+
+
+def debug_broker(make_broker: Callable[..., Mosquitto]) -> Mosquitto:
+    """A broker with persistence that logs every packet ("Received PUBACK from <id>")."""
+    return make_broker(persistence=True, extra_config=["log_type debug"])
+
+
 # -- feature detection and helpers --------------------------------------------------------
 
 def test_features_are_detected_not_versioned() -> None:
@@ -173,9 +190,9 @@ def test_subscription_ids_tell_overlapping_subscriptions_apart(shared_broker: Mo
     assert granted == [[1], [1, 0], [1]]
     publish_many(shared_broker, "ov/s1/data", ["m"], qos=1)
     # mosquitto sends MQTT 5 clients one copy per matching subscription, each with its id.
-    msgs = probe.wait_messages(3)
-    time.sleep(0.3)
-    assert sorted(m.subscription_ids for m in probe.messages) == [(1,), (2,), (3,)]
+    probe.wait_messages(3)
+    msgs = all_before_a_marker(shared_broker, probe, "ov/marker")  # no fourth copy after
+    assert sorted(m.subscription_ids for m in msgs) == [(1,), (2,), (3,)]
     assert all(m.payload == b"m" for m in msgs)
 
 
@@ -186,8 +203,8 @@ def test_v311_overlapping_subscriptions_get_one_copy(shared_broker: Mosquitto,
     subscribe(client, probe, [("o3/+/data", 0, 1), ("o3/#", 1, 2), ("$share/g/o3/#", 1, 3)])
     publish_many(shared_broker, "o3/a/data", ["m"], qos=1)
     probe.wait_messages(1)
-    time.sleep(0.5)
-    assert len(probe.messages) == 1 and probe.messages[0].subscription_ids == ()
+    msgs = all_before_a_marker(shared_broker, probe, "o3/marker")
+    assert len(msgs) == 1 and msgs[0].subscription_ids == ()
 
 
 @PROTOCOLS
@@ -206,9 +223,8 @@ def test_unsubscribe(shared_broker: Mosquitto, connect: Connect) -> None:
     mid = client.unsubscribe(["un/a"])
     probe.wait(lambda: mid in probe.unsubacks, "UNSUBACK")
     publish_many(shared_broker, "un/a", ["gone"], qos=1)
-    publish_many(shared_broker, "un/b", ["kept"], qos=1)
-    probe.wait_messages(1)
-    time.sleep(0.3)
+    publish_many(shared_broker, "un/b", ["kept"], qos=1)  # "gone" would come before it
+    probe.wait(lambda: any(m.payload == b"kept" for m in probe.messages), "the kept message")
     assert [m.payload for m in probe.messages] == [b"kept"]
 
 
@@ -245,17 +261,17 @@ def test_clean_session_drops_queue(broker: Mosquitto, connect: Connect, protocol
     subscribe(client, probe, [("cs/+", 1, None)])
     client.disconnect()
     publish_many(broker, "cs/1", 5, qos=1)
-    _, probe2 = connect(broker, "clean", protocol=protocol, persistent=False)
+    again, probe2 = connect(broker, "clean", protocol=protocol, persistent=False)
     assert probe2.connects == [(False, 0)]
-    time.sleep(0.5)
-    assert probe2.messages == []
+    subscribe(again, probe2, [("cs/+", 1, None)])
+    assert all_before_a_marker(broker, probe2, "cs/marker") == []
 
 
 def test_session_expiry_is_honoured_on_mqtt5(broker: Mosquitto, connect: Connect) -> None:
     client, probe = connect(broker, "expiry", session_expiry=1)
     subscribe(client, probe, [("ex/+", 1, None)])
     client.disconnect()
-    time.sleep(2.5)
+    broker.wait_log("Expiring client expiry due to timeout.")
     _, probe2 = connect(broker, "expiry", session_expiry=1)
     assert probe2.connects == [(False, 0)]
 
@@ -329,9 +345,7 @@ def test_callback_exception_does_not_stop_the_loop(broker: Mosquitto, connect: C
     client.on_message = flaky
     with caplog.at_level(logging.ERROR, logger="routemq.mqtt"):
         publish_many(broker, "rx/1", 3, qos=1)
-        deadline = time.monotonic() + 10
-        while len(seen) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(seen) >= 3, 10, "3 messages", interval=0.05)
     assert seqs(seen) == [0, 1, 2]
     assert "handler bug" in caplog.text
     assert client.connected
@@ -344,31 +358,33 @@ def test_ack_is_a_noop_without_manual_ack(shared_broker: Mosquitto, connect: Con
 
 @needs_manual_ack
 @PROTOCOLS
-def test_manual_ack_unacked_messages_come_back(broker: Mosquitto, connect: Connect,
-                                               protocol: str) -> None:
+def test_manual_ack_unacked_messages_come_back(make_broker: Callable[..., Mosquitto],
+                                               connect: Connect, protocol: str) -> None:
+    broker = debug_broker(make_broker)
     client, probe = connect(broker, "mack", protocol=protocol, manual_ack=True)
     subscribe(client, probe, [("ma/+", 1, None)])
     publish_many(broker, "ma/1", 10, qos=1)
     msgs = probe.wait_messages(10)
     for m in msgs[:4]:
         assert client.ack(m.mid, m.qos, m.generation)
-    time.sleep(0.3)  # let the PUBACKs leave before DISCONNECT
+    broker.wait_log("Received PUBACK from mack ", 4)  # the acks left before DISCONNECT
     client.disconnect()
 
     # mosquitto resends unacknowledged deliveries only when the session reconnects.
     again, probe2 = connect(broker, "mack", protocol=protocol, manual_ack=True)
-    redelivered = probe2.wait_messages(6)
-    time.sleep(0.3)
-    assert seqs(probe2.messages) == [4, 5, 6, 7, 8, 9]
+    probe2.wait_messages(6)
+    redelivered = all_before_a_marker(broker, probe2, "ma/marker")
+    assert seqs(redelivered) == [4, 5, 6, 7, 8, 9]
     assert all(m.dup for m in redelivered)
-    for m in redelivered:
+    for m in probe2.messages:  # the marker too
         assert again.ack(m.mid, m.qos, m.generation)
-    time.sleep(0.3)
+    broker.wait_log("Received PUBACK from mack ", 4 + 7)
     again.disconnect()
 
-    _, probe3 = connect(broker, "mack", protocol=protocol, manual_ack=True)
-    time.sleep(0.5)
-    assert probe3.messages == []
+    again, probe3 = connect(broker, "mack", protocol=protocol, manual_ack=True)
+    assert all_before_a_marker(broker, probe3, "ma/marker") == []
+    for m in probe3.messages:
+        assert again.ack(m.mid, m.qos, m.generation)
 
 
 @needs_manual_ack
@@ -446,16 +462,10 @@ def test_manual_ack_qos2_pubrel_completed_after_restart(make_broker: Callable[..
     client._client.socket().shutdown(socket.SHUT_RDWR)
     client._client.loop_stop()
     _, probe2 = connect(b, "q2", manual_ack=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        log = b.log_path.read_text()
-        if all(f"Received PUBCOMP from q2 (Mid: {mid}," in log for mid in (1, 2)):
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("broker never got PUBCOMP for the resent PUBRELs")
+    for mid in (1, 2):  # the PUBCOMPs for the resent PUBRELs
+        b.wait_log(f"Received PUBCOMP from q2 (Mid: {mid},")
     # QoS 2 is not redelivered once PUBREC went out: paho gives no at-least-once for it.
-    assert probe2.messages == []
+    assert all_before_a_marker(b, probe2, "q2/marker") == []
 
 
 # -- authentication and TLS -------------------------------------------------------------------
@@ -476,9 +486,7 @@ def test_password_auth_and_no_leaks(auth_broker: Mosquitto, connect: Connect, pr
         logged = MqttClient(ok.options, paho_logger=paho_log)
         logged.connect_async()
         logged.loop_start()
-        deadline = time.monotonic() + 10
-        while not logged.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: logged.connected, 10, "the logged client connected", interval=0.05)
         logged.disconnect()
     assert "refused by broker" in bad.failures[0]
     assert "not author" in bad.failures[0].lower()

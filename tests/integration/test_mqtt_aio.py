@@ -7,6 +7,9 @@ is queued (acks included) before DISCONNECT. Run with both paho versions.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import termios
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import pytest
 
 from routemq import mqtt as rmq
 from routemq.mqtt import ConnectOptions, Message, MqttClient
+from tests.helpers import wait_until
 from tests.integration.broker import Mosquitto, free_port, publish_many
 
 needs_manual_ack = pytest.mark.skipif(not rmq.MANUAL_ACK_AVAILABLE,
@@ -64,6 +68,12 @@ def make_client(port: int, client_id: str, probe: LoopProbe, **kw: Any) -> MqttC
     return client
 
 
+def unread_bytes(client: MqttClient) -> int:
+    """Bytes the kernel holds in the client's socket that nobody has read yet (FIONREAD)."""
+    raw = fcntl.ioctl(client._client.socket().fileno(), termios.FIONREAD, b"\0" * 4)
+    return struct.unpack("i", raw)[0]
+
+
 async def connected(port: int, client_id: str, **kw: Any) -> tuple[MqttClient, LoopProbe]:
     """A loop-driven client (and its probe) once its CONNACK arrived."""
     probe = LoopProbe()
@@ -100,8 +110,10 @@ def test_loop_driven_client_has_no_thread_and_flushes_acks_on_disconnect(broker:
         # comes back.
         client2, again = await connected(broker.port, "aio-acks", manual_ack=True)
         assert again.connects == [True]  # the persistent session was there
-        await asyncio.sleep(1.0)
-        assert again.messages == []
+        # A marker on the session's subscription: anything unacknowledged would come first.
+        await asyncio.to_thread(publish_many, broker, "aio/acks", ["marker"], 1)
+        await again.until(lambda: again.messages)
+        assert [m.payload for m in again.messages] == [b"marker"]
         await asyncio.to_thread(client2.disconnect)
 
     asyncio.run(main())
@@ -155,7 +167,10 @@ def test_pause_reading_leaves_deliveries_at_the_broker_until_resumed(broker: Mos
         await probe.until(lambda: len(probe.messages) == 50)
         client.pause_reading()
         await asyncio.to_thread(publish_many, broker, "aio/pause", 500, 0)
-        await asyncio.sleep(0.5)
+        # The 500 (22 bytes or more each) reach the client's socket and stay there unread,
+        # while the loop runs: a client reading on would never let them pile up.
+        await asyncio.to_thread(wait_until, lambda: unread_bytes(client) >= 500 * 22, 10,
+                                "the 500 messages waiting unread in the socket")
         held_back = len(probe.messages)
         client.resume_reading()
         await probe.until(lambda: len(probe.messages) == 550)

@@ -20,9 +20,9 @@ from typing import Callable, Iterator, NamedTuple
 
 import pytest
 
+from tests.helpers import handled_seqs, lost, wait_until
 from tests.integration.broker import AckedPublisher, Mosquitto
-from tests.integration.workers import (AckedStream, EmbeddedRun, Fleet, Run, cmdline,
-                                       handled_seqs, lost)
+from tests.integration.workers import AckedStream, EmbeddedRun, Fleet, Run, cmdline
 
 MOVES = Path(__file__).resolve().parent / "apps" / "moves"
 SHARED = [f"m{n}" for n in range(6)] + ["pair"]
@@ -38,36 +38,12 @@ UNROUTED = "no route held by this worker"
 
 
 @pytest.fixture
-def publisher() -> Iterator[Callable[[str, int], AckedPublisher]]:
-    """make(host, port) -> a started AckedPublisher; all stopped at the end."""
-    made: list[AckedPublisher] = []
-
-    def make(host: str, port: int) -> AckedPublisher:
-        made.append(AckedPublisher(host, port).start())
-        return made[-1]
-    yield make
-    for p in made:
-        p.stop()
-
-
-@pytest.fixture
 def embedded_run(tmp_path: Path) -> Iterator[EmbeddedRun]:
     """`routemq run --workers 2` of the moves application, with its own private broker."""
     run = EmbeddedRun(tmp_path / "embedded", 2, app=MOVES,
                       **{**SLOW, "ROUTEMQ_MAX_INFLIGHT": "64"})  # 320/s a worker
     yield run
     run.cleanup()
-
-
-def until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {timeout:.0f}s"
-        time.sleep(0.1)
-
-
-def handled_by(fleet: Fleet, instance: int) -> int:
-    return sum(1 for row in fleet.processed() if row[0] == instance)
 
 
 def unrouted_lines(fleet: Fleet) -> int:
@@ -96,13 +72,12 @@ def test_a_join_during_a_stream_loses_nothing(make_run, broker: Mosquitto, publi
     run = slow_run(make_run, 2)
     pub = publisher(broker.host, broker.port)
     with AckedStream(pub, ALL, rate=40) as stream:
-        until(lambda: len(run.processed()) >= 100, 20, "the stream was not handled")
+        wait_until(lambda: len(run.processed()) >= 100, 20, "the stream handled")
         stream.burst(BURST)
         run.start(3)  # `routemq worker --instance 3` by hand, as an operator
         docs = run.wait_settled([1, 2, 3])
         assert docs[3]["routes_held"], "no route moved to the new instance"
-        mark = handled_by(run, 3)
-        until(lambda: handled_by(run, 3) >= mark + 200, 20, "instance 3 handled nothing")
+        run.wait_more_handled(200, [3])
     acked = stream.stop()
     assert_none_lost(run, pub, acked, timeout=60,
                      note=f"routes moved to instance 3: {docs[3]['routes_held']}")
@@ -120,13 +95,10 @@ def test_autoscaler_up_and_down_during_a_stream_loses_nothing(make_run, broker: 
     with AckedStream(pub, ALL, rate=80) as stream:
         stream.burst(BURST)
         run.wait_settled([1, 2, 3, 4], timeout=60)
-        marks = {i: handled_by(run, i) for i in (3, 4)}
-        until(lambda: all(handled_by(run, i) >= marks[i] + 50 for i in (3, 4)), 20,
-              "the new instances handled nothing")
+        run.wait_more_handled(50, [3, 4])
         stream.rate = 20  # light (20/15 after the cpu factor: 2), yet still in flight
         run.wait_settled([1, 2], timeout=60)
-        mark = len(run.processed())
-        until(lambda: len(run.processed()) >= mark + 60, 20, "nothing handled after scale-down")
+        run.wait_more_handled(60)  # after the scale-down
     acked = stream.stop()
     assert "autoscaler" in run.output() and run.master()["autoscaler"]["target"] == 2
     assert_none_lost(run, pub, acked, timeout=60)
@@ -138,14 +110,13 @@ def test_a_health_file_removed_once_loses_nothing(make_run, broker: Mosquitto, p
     pub = publisher(broker.host, broker.port)
     generation = run.master()["plan_version"]
     with AckedStream(pub, ALL, rate=40) as stream:
-        until(lambda: len(run.processed()) >= 100, 20, "the stream was not handled")
+        wait_until(lambda: len(run.processed()) >= 100, 20, "the stream handled")
         stream.burst(BURST)
         health = run.runtime / "workers" / "1.json"
         health.unlink()
-        until(health.exists, 10, "worker 1 did not rewrite its health file")
+        wait_until(health.exists, 10, "worker 1 to rewrite its health file")
         run.wait_settled([1, 2])
-        mark = len(run.processed())
-        until(lambda: len(run.processed()) >= mark + 300, 20, "the stream stalled")
+        run.wait_more_handled(300)
         run.wait_settled([1, 2])
     acked = stream.stop()
     assert_none_lost(run, pub, acked, timeout=60, note="plan generation "
@@ -183,7 +154,8 @@ def test_a_dead_instance_planned_out_strands_nothing(make_run, broker: Mosquitto
     """The systemd shape: `routemq master` alone, workers 1 and 2 as their own processes;
     worker 2 is killed and stays dead (a failed unit)."""
     run = make_run(2, app=MOVES, **{**SLOW, "ROUTEMQ_MAX_INFLIGHT": "16"}).start_master()
-    until((run.runtime / "plan.json").exists, 20, "the master wrote no plan")
+    wait_until((run.runtime / "plan.json").exists, 20, "the master's plan",
+               abort=run.running())
     for i in (1, 2):
         run.start(i)
     run.wait_settled([1, 2])
@@ -195,7 +167,7 @@ def test_a_dead_instance_planned_out_strands_nothing(make_run, broker: Mosquitto
         call: acknowledged, older than LAG, and handled neither before nor after it."""
         start = time.monotonic()
         old = pub.acked(before=start - LAG)
-        _, doc = run.status()
+        doc, _ = run.status()
         stranded = old - handled_seqs(run.processed())
         sessions = run.master().get("sessions") or {}
         samples.append(Sample(round(start - killed_at, 1), doc["health"]["status"],
@@ -204,7 +176,7 @@ def test_a_dead_instance_planned_out_strands_nothing(make_run, broker: Mosquitto
 
     try:  # 50/s: what one worker handles (80/s) with room; worker 2's share waits for it
         with AckedStream(pub, ALL, rate=50) as stream:
-            until(lambda: len(run.processed()) >= 150, 20, "the stream was not handled")
+            wait_until(lambda: len(run.processed()) >= 150, 20, "the stream handled")
             run.procs[2].kill()
             killed_at = time.monotonic()
             while time.monotonic() < killed_at + 30:  # past the plan-out (~20 s)
@@ -221,9 +193,10 @@ def test_a_dead_instance_planned_out_strands_nothing(make_run, broker: Mosquitto
         lies = [s for s in samples if (s.stranded or s.sessions) and s.health == "healthy"]
         assert not lies, f"status said healthy with messages stranded: {spans(lies)}"
         # and once drained, the session is no longer reported (status can be healthy again)
-        until(lambda: not run.master().get("sessions"),
-              max(1.0, killed_at + PLAN_OUT_BOUND - time.monotonic()),
-              f"master.json still lists {run.master().get('sessions')}")
+        wait_until(lambda: not run.master().get("sessions"),
+                   max(1.0, killed_at + PLAN_OUT_BOUND - time.monotonic()),
+                   "master.json to list no undrained session",
+                   explain=lambda: f"it lists {run.master().get('sessions')}")
     finally:
         if run.proc is not None and run.proc.poll() is None:
             run.proc.send_signal(signal.SIGTERM)  # the master ends its drain child, if any
@@ -244,19 +217,15 @@ def test_a_30s_sigstop_under_the_embedded_broker_loses_nothing(embedded_run: Emb
     pub = publisher(address.host, address.port)
     # 2 shared : 1 plain; about 6,600 shared and 3,300 plain in all.
     with AckedStream(pub, SHARED * 2 + ["plain"] * 7, rate=300) as stream:
-        until(lambda: len(run.processed()) >= 300, 20, "the stream was not handled")
+        wait_until(lambda: len(run.processed()) >= 300, 20, "the stream handled")
         os.kill(pid, signal.SIGSTOP)
-        stopped_at = time.monotonic()
         try:
-            while time.monotonic() < stopped_at + 30:
-                time.sleep(0.2)
+            time.sleep(30)  # the scenario: the stream goes on, the stopped session's queue grows
         finally:
             # A stall watchdog may have replaced it meanwhile: wake only our worker.
             if "routemq" in cmdline(pid) and "worker" in cmdline(pid):
                 os.kill(pid, signal.SIGCONT)
-        mark = handled_by(run, victim)
-        until(lambda: handled_by(run, victim) >= mark + 100, 30,
-              f"instance {victim} handled nothing after SIGCONT")
+        run.wait_more_handled(100, [victim], timeout=30)
     acked = stream.stop()
     assert_none_lost(run, pub, acked, timeout=90,
                      note=f"instance {victim} (pid {pid}) stopped for 30 s")

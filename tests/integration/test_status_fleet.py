@@ -12,10 +12,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from tests.helpers import exited, wait_until, workers_by_instance
 from tests.integration.broker import publish_many
 from tests.integration.workers import Fleet, Run
 from tests.unit.test_prometheus import parse_exposition
@@ -33,38 +33,9 @@ def fleet(broker, tmp_path):
     f.kill_all()
 
 
-def routemq(fleet, *args):
-    """Run `routemq <args>` as an operator would, with the workers' configuration."""
-    out = fleet.dir / "status-out"  # the application is loaded: keep its records apart
-    out.mkdir(exist_ok=True)
-    env = fleet.env(0, TEST_OUT=str(out), TEST_WORKER="status")
-    return subprocess.run([sys.executable, "-m", "routemq", *args], env=env, text=True,
-                          capture_output=True, timeout=60, cwd=str(fleet.dir))
-
-
-def status_json(fleet):
-    r = routemq(fleet, "status", "--json")
-    assert r.returncode in (0, 1, 3), r.stderr
-    return json.loads(r.stdout), r.returncode
-
-
-def wait_status(fleet, check, timeout=20.0):
-    """Poll `routemq status --json` until check(doc) holds; returns (doc, exit code)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        doc, code = status_json(fleet)
-        if check(doc) or time.monotonic() > deadline:
-            return doc, code
-        time.sleep(0.3)
-
-
-def workers_by_instance(doc):
-    return {w["instance"]: w for w in doc["workers"]}
-
-
 def test_status_and_metrics_count_what_the_workers_processed(fleet, broker):
     fleet.start_all()
-    doc, code = status_json(fleet)
+    doc, code = fleet.status()
     assert code == 0, doc["warnings"]
     assert doc["health"] == {"status": "healthy", "healthy_workers": 4, "total_workers": 4,
                              "health_percentage": 100.0, "reasons": []}
@@ -83,7 +54,8 @@ def test_status_and_metrics_count_what_the_workers_processed(fleet, broker):
     per_worker = collections.Counter(r[0] for r in processed)
     assert sum(per_worker.values()) == total  # each message once: nothing crashed
     # Health files are rewritten about once a second: wait until they caught up.
-    doc, code = wait_status(fleet, lambda d: d["overview"]["processed"] >= total)
+    doc, code = fleet.wait_status(lambda d: d["overview"]["processed"] >= total,
+                                  f"{total} processed in the health files")
     assert code == 0 and doc["overview"]["processed"] == total
     rows = workers_by_instance(doc)
     assert {i: rows[i]["routes"].get(WORK, {}).get("processed", 0) for i in rows} == \
@@ -91,7 +63,7 @@ def test_status_and_metrics_count_what_the_workers_processed(fleet, broker):
     assert all(rows[i]["processed"] == per_worker.get(i, 0) for i in rows)
     assert any(rows[i]["latency_avg_ms"] is not None for i in rows)
 
-    r = routemq(fleet, "metrics")
+    r = fleet.routemq("metrics")
     assert r.returncode == 0, r.stderr
     families = parse_exposition(r.stdout)
     up = {s[0]["worker"]: s[1] for s in families["routemq_worker_up"]["samples"]}
@@ -108,7 +80,7 @@ def test_status_and_metrics_count_what_the_workers_processed(fleet, broker):
 
 def test_status_follows_a_hung_a_killed_and_a_stopped_worker(fleet):
     fleet.start_all()
-    doc, code = status_json(fleet)
+    doc, code = fleet.status()
     assert code == 0 and doc["health"]["healthy_workers"] == 4
     # The route that is not shared has one owner; the other three share routes only.
     owner, = next(r["holding"] for r in doc["routes"] if r["route"] == ORDERED)
@@ -116,23 +88,25 @@ def test_status_follows_a_hung_a_killed_and_a_stopped_worker(fleet):
 
     # Hung: SIGSTOP freezes a worker, its pid stays but its health file ages.
     fleet.procs[hung].signal(signal.SIGSTOP)
-    doc, code = wait_status(fleet, lambda d: not workers_by_instance(d)[hung]["alive"])
+    doc, code = fleet.wait_status(lambda d: not workers_by_instance(d)[hung]["alive"],
+                                  f"stopped instance {hung} not alive")
     assert workers_by_instance(doc)[hung]["state"] == "stale" and code == 1
     assert doc["health"]["reasons"][0].startswith(f"instance {hung} is not alive: stale")
     fleet.procs[hung].signal(signal.SIGCONT)
-    doc, code = wait_status(fleet, lambda d: d["health"]["healthy_workers"] == 4)
+    doc, code = fleet.wait_status(lambda d: d["health"]["healthy_workers"] == 4,
+                                  "4 healthy workers again")
     assert code == 0, doc["warnings"]
 
     # kill -9 leaves the health file behind: the pid is gone, so the worker is dead.
     pid = fleet.procs[killed].pid
     fleet.procs[killed].kill()
-    doc, code = status_json(fleet)
+    doc, code = fleet.status()
     row = workers_by_instance(doc)[killed]
     assert (row["alive"], row["state"], row["pid"]) == (False, "dead", pid)
     assert doc["health"]["status"] == "degraded" and code == 1
     reason = f"instance {killed} is not alive: dead (pid {pid} is gone)"
     assert doc["health"]["reasons"] == [reason]
-    table = routemq(fleet, "status")
+    table = fleet.routemq("status")
     assert table.returncode == 1
     heading, first_reason = table.stdout.splitlines()[:2]
     assert heading.startswith("RouteMQ degraded: 3/4 workers healthy (75.0%)")
@@ -141,15 +115,15 @@ def test_status_follows_a_hung_a_killed_and_a_stopped_worker(fleet):
             if line.startswith(f"{killed} ")] == [[str(killed), str(pid), "no", "dead"]]
 
     # A clean stop removes the health file: the planned instance is missing, and 2 of 4
-    # healthy is below the seed's 70 %.
+    # healthy is below the 70 % of RouteMQ's shared-subscriptions guide.
     assert fleet.procs[stopped].stop() == 0
     assert not os.path.exists(fleet.runtime / "workers" / f"{stopped}.json")
-    doc, code = status_json(fleet)
+    doc, code = fleet.status()
     assert workers_by_instance(doc)[stopped]["state"] == "missing"
     assert doc["health"]["status"] == "unhealthy" and code == 3
     assert doc["health"]["reasons"][0] == \
         "only 2 of 4 planned workers are healthy (50.0%; unhealthy below 70%)"
-    families = parse_exposition(routemq(fleet, "metrics").stdout)
+    families = parse_exposition(fleet.routemq("metrics").stdout)
     assert families["routemq_workers_alive"]["samples"][0][1] == 2
     assert families["routemq_fleet_healthy"]["samples"][0][1] == 0
     status = {s[0]["status"]: s[1] for s in families["routemq_fleet_status"]["samples"]}
@@ -157,13 +131,13 @@ def test_status_follows_a_hung_a_killed_and_a_stopped_worker(fleet):
 
     # The owner of the route that is not shared dies: nobody handles that route.
     fleet.procs[owner].kill()
-    doc, code = status_json(fleet)
+    doc, code = fleet.status()
     assert code == 3
     assert f"route {ORDERED} is held by no alive, connected worker (planned on {owner})" in \
         doc["health"]["reasons"]
 
     fleet.stop_all()
-    doc, code = status_json(fleet)
+    doc, code = fleet.status()
     assert code == 3 and doc["health"]["healthy_workers"] == 0
 
 
@@ -173,11 +147,12 @@ def test_status_is_unhealthy_while_the_broker_is_away(broker, tmp_path):
     fleet = Fleet(broker, tmp_path / "fleet", 2)
     try:
         fleet.start_all()
-        doc, code = status_json(fleet)
+        doc, code = fleet.status()
         assert code == 0, doc["health"]["reasons"]
 
         broker.stop()
-        doc, code = wait_status(fleet, lambda d: d["overview"]["connected_workers"] == 0)
+        doc, code = fleet.wait_status(lambda d: d["overview"]["connected_workers"] == 0,
+                                      "no connected worker")
         assert code == 3 and doc["health"]["status"] == "unhealthy"
         rows = workers_by_instance(doc)
         assert all(rows[i]["alive"] and not rows[i]["connected"] for i in (1, 2)), rows
@@ -186,18 +161,18 @@ def test_status_is_unhealthy_while_the_broker_is_away(broker, tmp_path):
         for i in (1, 2):
             assert f"instance {i} is not connected to the broker ({rows[i]['state']})" in \
                 reasons
-        table = routemq(fleet, "status")
+        table = fleet.routemq("status")
         assert table.returncode == 3
         assert table.stdout.splitlines()[1] == "  - no worker is connected to the broker"
-        families = parse_exposition(routemq(fleet, "metrics").stdout)
+        families = parse_exposition(fleet.routemq("metrics").stdout)
         assert families["routemq_workers_alive"]["samples"][0][1] == 2
         assert families["routemq_workers_connected"]["samples"][0][1] == 0
         assert families["routemq_fleet_health_ratio"]["samples"][0][1] == 0
         assert families["routemq_fleet_healthy"]["samples"][0][1] == 0
 
         broker.start()  # same port, same persistence: the workers reconnect by themselves
-        doc, code = wait_status(fleet, lambda d: d["health"]["status"] == "healthy",
-                                timeout=60)
+        doc, code = fleet.wait_status(lambda d: d["health"]["status"] == "healthy",
+                                      "healthy again", timeout=60)
         assert code == 0, doc["health"]["reasons"]
         assert doc["health"]["reasons"] == [] and doc["overview"]["connected_workers"] == 2
     finally:
@@ -211,7 +186,7 @@ def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path
         run.start_run()
         run.wait_settled([1, 2, 3])
         master = run.master()
-        doc, code = status_json(run)
+        doc, code = run.status()
         assert code == 0, doc["warnings"]
         assert (doc["plan_source"], doc["backend"]) == ("master.json", "processes")
         m = doc["master"]
@@ -227,12 +202,13 @@ def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path
 
         victim = run.healths()[2]["pid"]
         os.kill(victim, signal.SIGKILL)  # the process back end restarts it and counts it
-        doc, code = wait_status(run, lambda d: workers_by_instance(d)[2]["restarts"] == 1
-                                and workers_by_instance(d)[2]["alive"], timeout=40)
+        doc, code = run.wait_status(lambda d: workers_by_instance(d)[2]["restarts"] == 1
+                                    and workers_by_instance(d)[2]["alive"],
+                                    "instance 2 restarted once and alive", timeout=40)
         w2 = workers_by_instance(doc)[2]
         assert (w2["restarts"], w2["alive"]) == (1, True) and w2["pid"] != victim
         assert code == 0
-        families = parse_exposition(routemq(run, "metrics").stdout)
+        families = parse_exposition(run.routemq("metrics").stdout)
         restarts = {s[0]["worker"]: s[1]
                     for s in families["routemq_worker_restarts_total"]["samples"]}
         assert restarts == {"1": 0, "2": 1, "3": 0}
@@ -241,20 +217,19 @@ def test_status_under_routemq_run_shows_the_master_and_restarts(broker, tmp_path
             run.master()["plan_version"]
 
         # The master's textfile for node-exporter: the same metrics, kept current.
-        deadline = time.monotonic() + 10
-        while True:
+        def textfile() -> tuple[dict, int]:
             families = parse_exposition((textfiles / "routemq.prom").read_text())
-            restarts = {s[0]["worker"]: s[1]
-                        for s in families["routemq_worker_restarts_total"]["samples"]}
-            alive = families["routemq_workers_alive"]["samples"][0][1]
-            if (restarts.get("2"), alive) == (1, 3) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            return ({s[0]["worker"]: s[1]
+                     for s in families["routemq_worker_restarts_total"]["samples"]},
+                    families["routemq_workers_alive"]["samples"][0][1])
+        wait_until(lambda: textfile()[0].get("2") == 1 and textfile()[1] == 3, 10,
+                   "the textfile counting the restart", explain=lambda: str(textfile()))
+        restarts, alive = textfile()
         assert restarts == {"1": 0, "2": 1, "3": 0} and alive == 3
         assert os.listdir(textfiles) == ["routemq.prom"]
 
         assert run.stop_run() == 0
-        doc, code = status_json(run)
+        doc, code = run.status()
         assert code == 3 and doc["master"] is None and doc["health"]["healthy_workers"] == 0
     finally:
         run.stop_all()
@@ -275,31 +250,29 @@ def test_status_is_unhealthy_while_the_master_is_dead(broker, tmp_path):
 
     master = start_master()
     try:
-        deadline = time.monotonic() + 20
-        while not (run.runtime / "plan.json").exists():
-            assert time.monotonic() < deadline and master.poll() is None, \
-                (tmp_path / "master.log").read_text()
-            time.sleep(0.1)
+        wait_until((run.runtime / "plan.json").exists, 20, "the master's plan.json",
+                   abort=exited(master, "routemq master", (tmp_path / "master.log").read_text))
         for i in (1, 2):
             run.start(i)
         run.wait_settled([1, 2])
-        doc, code = status_json(run)
+        doc, code = run.status()
         assert code == 0, doc["health"]["reasons"]
 
         master.kill()
         master.wait(10)
-        doc, code = status_json(run)
+        doc, code = run.status()
         assert code == 3 and doc["health"]["status"] == "unhealthy"
         assert doc["master"]["alive"] is False and doc["master"]["state"] == "dead"
         assert doc["health"]["reasons"][0].startswith(
             f"master (pid {master.pid}) is not running: master.json last updated ")
         assert all(w["alive"] and w["connected"] for w in doc["workers"])  # only the master
-        families = parse_exposition(routemq(run, "metrics").stdout)
+        families = parse_exposition(run.routemq("metrics").stdout)
         assert families["routemq_master_up"]["samples"][0][1] == 0
         assert families["routemq_fleet_healthy"]["samples"][0][1] == 0
 
         master = start_master()  # systemd's Restart=: the fleet is whole again
-        doc, code = wait_status(run, lambda d: d["health"]["status"] == "healthy", timeout=30)
+        doc, code = run.wait_status(lambda d: d["health"]["status"] == "healthy",
+                                    "healthy with the master back", timeout=30)
         assert code == 0, doc["health"]["reasons"]
     finally:
         if master.poll() is None:

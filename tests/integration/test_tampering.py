@@ -11,41 +11,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from routemq.plan import Plan
+from tests.helpers import distinct_values, wait_until
 from tests.integration.broker import publish_many
 from tests.integration.workers import Run
 from tests.processes import alive
 
 
-def wait_for(condition, timeout: float, what: str, run: Run | None = None):
-    """condition()'s first truthy value within `timeout` seconds, else fail saying `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if run is not None and run.proc is not None and run.proc.poll() is not None:
-            raise AssertionError(f"routemq run exited {run.proc.returncode} while waiting "
-                                 f"for {what}:\n{run.output()[-3000:]}")
-        assert time.monotonic() < deadline, f"no {what} after {timeout}s" + (
-            f":\n{run.output()[-3000:]}" if run is not None else "")
-        time.sleep(0.1)
-
-
-def master_keeps_ticking(run: Run, after: float, ticks: int = 3) -> None:
+def master_keeps_ticking(run: Run, after: float, ticks: int = 3,
+                         meanwhile: Callable[[], object] = lambda: None) -> None:
     """master.json is rewritten (updated_at later than `after`, `ticks` distinct values):
-    the master's loop is alive, and it runs in the run process, which is alive too."""
-    seen: set[float] = set()
+    the master's loop is alive, and it runs in the run process, which is alive too.
+    `meanwhile()` runs at every look (to keep a file fresh, or to check master.json)."""
+    ticked = distinct_values(lambda: run.master().get("updated_at"), after)
 
-    def ticked():
-        updated = run.master().get("updated_at")
-        if isinstance(updated, (int, float)) and updated > after:
-            seen.add(updated)
-        return len(seen) >= ticks
-    wait_for(ticked, 10, "master.json updates", run)
+    def ticks_seen() -> bool:
+        meanwhile()
+        return ticked() >= ticks
+    wait_until(ticks_seen, 10 + ticks / 2, f"{ticks} master.json updates",
+               abort=run.running(), explain=lambda: run.output()[-3000:])
     assert run.proc.poll() is None and run.master()["pid"] == run.proc.pid
 
 
@@ -77,24 +65,23 @@ def test_tampered_files_in_the_runtime_directory_are_notes(make_run, stranger):
     run = make_run(2).start_run()
     run.wait_settled([1, 2])
     workers = run.runtime / "workers"
-    start = time.time()
 
     # A health file the master would have crashed on (float("fast"), int(None)), kept fresh
     # for a few ticks so the master counts its load.
-    for _ in range(8):
+    def bad_health_file() -> None:
         (workers / "6.json").write_text(json.dumps({
             "instance": 6, "pid": stranger, "state": "running", "connected": True,
             "updated_at": time.time(), "rate": "fast", "inflight": None, "queued": "many",
             "cpu_seconds": True, "routes_held": [1, 2]}))
-        time.sleep(0.25)
-    master_keeps_ticking(run, start)
+    bad_health_file()
+    master_keeps_ticking(run, time.time(), ticks=4, meanwhile=bad_health_file)
     (workers / "6.json").unlink()
 
     # A FIFO named like a health file: nobody may block opening it.
     os.mkfifo(workers / "9.json")
     start = time.time()
     began = time.monotonic()
-    rc, doc = run.status()  # raises if it does not answer within its 30 s timeout
+    doc, _ = run.status()  # raises if it does not answer within its timeout
     assert time.monotonic() - began < 15
     assert "workers/9.json: not a regular file (a FIFO), not read" in doc["warnings"]
     master_keeps_ticking(run, start)
@@ -104,14 +91,12 @@ def test_tampered_files_in_the_runtime_directory_are_notes(make_run, stranger):
     (workers / "7.json").write_text(json.dumps({
         "instance": 7, "pid": stranger, "state": "running", "connected": True,
         "updated_at": time.time() + 3600, "plan_version": 1}))
-    start = time.time()
-    deadline = time.monotonic() + 4.0  # eight master ticks
-    while time.monotonic() < deadline:
+
+    def not_a_member() -> None:
         m = run.master()
         assert 7 not in m.get("members", []) and 7 not in m.get("instances", []), m
-        time.sleep(0.1)
-    master_keeps_ticking(run, start)
-    rc, doc = run.status()
+    master_keeps_ticking(run, time.time(), ticks=8, meanwhile=not_a_member)
+    doc, _ = run.status()
     assert any(w.startswith("workers/7.json: updated_at is 359") and "s in the future" in w
                for w in doc["warnings"]), doc["warnings"]
     (workers / "7.json").unlink()
@@ -143,8 +128,8 @@ def test_kill_9_of_run_takes_its_workers_and_broker_with_it(make_run):
     try:
         run.proc.kill()
         run.proc.wait(10)
-        wait_for(lambda: not any(alive(p) for p in workers | brokers), 40,
-                 f"end of the run's children {sorted(workers | brokers)}")
+        wait_until(lambda: not any(alive(p) for p in workers | brokers), 40,
+                   f"end of the run's children {sorted(workers | brokers)}")
     finally:
         for pid in workers | brokers:
             if alive(pid):
@@ -172,12 +157,12 @@ def test_a_stalled_worker_is_killed_and_restarted(make_run, broker):
     run = make_run(1).start_run()
     stalled = run.wait_settled([1])[1]["pid"]
     publish_many(broker, "block/40", ["{}"], qos=0)
-    wait_for(lambda: run.master().get("restarts") == {"1": 1}, 30, "a restart of worker 1",
-             run)
+    wait_until(lambda: run.master().get("restarts") == {"1": 1}, 30, "a restart of worker 1",
+               abort=run.running())
     assert not alive(stalled)
     assert f"worker 1 (pid {stalled}) stalled: no health update for 1" in run.output()
-    wait_for(lambda: run.healths().get(1, {}).get("pid") not in (None, stalled), 20,
-             "a health file of the new worker 1", run)
+    wait_until(lambda: run.healths().get(1, {}).get("pid") not in (None, stalled), 20,
+               "a health file of the new worker 1", abort=run.running())
     run.wait_settled([1])
     publish_many(broker, "work/1", 5)
     assert len(run.wait_processed(5, "work", timeout=20)) >= 5
@@ -192,13 +177,15 @@ def test_a_deleted_or_damaged_plan_is_written_again(make_run):
     plan = run.runtime / "plan.json"
     written = plan.read_text()
     plan.unlink()
-    wait_for(lambda: plan.exists() and plan.read_text() == written, 10, "plan.json again", run)
+    wait_until(lambda: plan.exists() and plan.read_text() == written, 10, "plan.json again",
+               abort=run.running())
     plan.write_text("{garbage")
-    wait_for(lambda: plan.read_text() == written, 10, "plan.json repaired", run)
+    wait_until(lambda: plan.read_text() == written, 10, "plan.json repaired",
+               abort=run.running())
     old = run.healths()[2]["pid"]
     os.kill(old, signal.SIGKILL)  # the restarted worker reads the plan again
-    wait_for(lambda: run.healths().get(2, {}).get("pid") not in (None, old), 20,
-             "worker 2 restarted", run)
+    wait_until(lambda: run.healths().get(2, {}).get("pid") not in (None, old), 20,
+               "worker 2 restarted", abort=run.running())
     docs = run.wait_settled([1, 2])
     assert list(Plan.from_json(written).assignments[2]) == docs[2]["routes_held"]
     assert run.stop_run() == 0
@@ -215,8 +202,9 @@ def test_a_second_process_for_one_instance_waits_instead_of_taking_over(fleet_fa
         second = subprocess.Popen([sys.executable, "-m", "routemq", "worker", "--instance", "1"],
                                   env=fleet.env(1), stdout=f, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: f"held by pid {first.pid}" in out.read_text(), 15,
-                 "the second process waiting for the instance lock")
+        wait_until(lambda: f"held by pid {first.pid}" in out.read_text(), 15,
+                   "the second process waiting for the instance lock")
+        fleet.wait_health_writes([1], 2)  # time passes: a take-over would show meanwhile
         assert "connected to" not in out.read_text()
         assert first.health()["reconnects"] == 0 and first.proc.poll() is None
     finally:

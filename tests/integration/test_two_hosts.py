@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.broker import MOSQUITTO, MOSQUITTO_PUB, free_port, seq_payloads
-from tests.integration.workers import APP, ROOT, tally
+from tests.helpers import (assert_all_handled, exited, mosquitto_pub_runs, parse_records,
+                           seq_payloads, tally, wait_until)
+from tests.integration.broker import MOSQUITTO, free_port
+from tests.integration.workers import APP, ROOT, read_output
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                                 reason="network namespaces need root and iproute2")
@@ -68,39 +69,38 @@ class Host:
             ["ip", "netns", "exec", net.hosts[n - 1], "unshare", "--uts", "sh", "-c", script,
              sys.executable], env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
+    def output(self):
+        return read_output(self.dir / "run.log")
+
+    def wait(self, check, timeout, what):
+        return wait_until(check, timeout, f"host{self.n}: {what}",
+                          abort=exited(self.proc, f"host{self.n}'s routemq run", self.output),
+                          explain=lambda: self.output()[-3000:])
+
     def wait_ready(self, timeout=40):
         """Until both workers run the master's plan (subscriptions acknowledged)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            docs = [self.dir / "run" / "workers" / f"{i}.json" for i in (1, 2)]
+        def running():
             try:
-                docs = [json.loads(d.read_text()) for d in docs]
+                docs = [json.loads((self.dir / "run" / "workers" / f"{i}.json").read_text())
+                        for i in (1, 2)]
             except (FileNotFoundError, ValueError):
-                docs = []
-            if [d.get("state") for d in docs] == ["running", "running"]:
-                # the hostname is what keeps the two hosts' client ids apart
-                assert [d["client_id"] for d in docs] == [f"routemq-host{self.n}-{i}"
-                                                          for i in (1, 2)]
-                return
-            assert self.proc.poll() is None, (self.dir / "run.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (self.dir / "run.log").read_text()[-3000:]
-            time.sleep(0.1)
+                return None
+            return docs if [d.get("state") for d in docs] == ["running", "running"] else None
+        docs = self.wait(running, timeout, "both workers running")
+        # the hostname is what keeps the two hosts' client ids apart
+        assert [d["client_id"] for d in docs] == [f"routemq-host{self.n}-{i}" for i in (1, 2)]
 
     def rows(self):
-        rows = []
-        for path in self.out.glob("*.log"):
-            for line in path.read_text().splitlines():
-                worker, route, topic, seq = line.split(" ", 3)
-                rows.append((f"host{self.n}-{worker}", route, topic, seq))
-        return rows
+        return [row for path in self.out.glob("*.log")
+                for row in parse_records(path.read_text(), lambda w: f"host{self.n}-{w}")]
+
+    def handled(self):
+        return len([r for r in self.rows() if r.route == "work"])
 
     def wait_working(self, timeout=40):
         """Until both of its workers have handled a message."""
-        deadline = time.monotonic() + timeout
-        while len({r[0] for r in self.rows()}) < 2:
-            assert self.proc.poll() is None, (self.dir / "run.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (self.dir / "run.log").read_text()[-3000:]
-            time.sleep(0.1)
+        self.wait(lambda: len({r.worker for r in self.rows()}) >= 2, timeout,
+                  "both workers handling messages")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -127,20 +127,23 @@ def test_two_hosts_share_the_load_and_one_can_leave(tmp_path):
         sent = [0]
         stop = threading.Event()
 
+        def publish_in_broker_ns(topic, lines, qos=1):
+            for argv, stdin in mosquitto_pub_runs(topic, lines, host="127.0.0.1", port=port,
+                                                  qos=qos):
+                done = subprocess.run(["ip", "netns", "exec", net.broker, *argv], input=stdin,
+                                      timeout=60, capture_output=True)
+            return done.returncode == 0
+
         def publish():
-            while not stop.is_set():
+            while not stop.wait(0.05):
                 lines = seq_payloads(100, sent[0])
-                subprocess.run(["ip", "netns", "exec", net.broker, MOSQUITTO_PUB, "-h",
-                                "127.0.0.1", "-p", str(port), "-q", "1", "-V", "5", "-t",
-                                f"work/{sent[0] // 100 % 5}", "-l"],
-                               input=("\n".join(lines) + "\n").encode(), check=True,
-                               timeout=60)
+                assert publish_in_broker_ns(f"work/{sent[0] // 100 % 5}", lines)
                 sent[0] += len(lines)
-                time.sleep(0.05)
 
         publisher = threading.Thread(target=publish, daemon=True)
         try:
-            time.sleep(0.5)
+            wait_until(lambda: publish_in_broker_ns("ready", ["x"], qos=0), 10,
+                       "the broker accepting connections")
             hosts = [Host(net, n, port, tmp_path / f"host{n}") for n in (1, 2)]
             for host in hosts:
                 host.wait_ready()
@@ -148,19 +151,18 @@ def test_two_hosts_share_the_load_and_one_can_leave(tmp_path):
             for host in hosts:
                 host.wait_working()
             assert hosts[1].stop() == 0  # host 2 leaves mid-stream
-            time.sleep(2)
+            mark = hosts[0].handled()  # the stream goes on, on host 1 alone
+            hosts[0].wait(lambda: hosts[0].handled() >= mark + 500, 30, "500 more handled")
             stop.set()
             publisher.join(60)
-            deadline = time.monotonic() + 60
-            while True:
-                rows = hosts[0].rows() + hosts[1].rows()
-                _, per_message = tally([r for r in rows if r[1] == "work"])
-                missing = set(range(sent[0])) - {int(seq) for _, seq in per_message}
-                if not missing or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            assert not missing, f"{len(missing)} of {sent[0]} lost, e.g. {sorted(missing)[:10]}"
-            per_worker, _ = tally([r for r in rows if r[1] == "work"])
+
+            def work_rows():
+                return [r for h in hosts for r in h.rows() if r.route == "work"]
+            wait_until(lambda: len({r.seq for r in work_rows()}) >= sent[0], 60,
+                       f"all {sent[0]} messages handled")
+            rows = work_rows()
+            assert_all_handled(rows, range(sent[0]))
+            per_worker, _ = tally(rows)
             assert {"host1-1", "host1-2", "host2-1", "host2-2"} <= set(per_worker), per_worker
             assert hosts[0].stop() == 0
         finally:

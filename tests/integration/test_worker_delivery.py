@@ -2,28 +2,19 @@
 and SIGTERM drains. Counted from the messages the handlers recorded, not from the plan."""
 import signal
 import threading
-import time
 
 import pytest
 
-from tests.integration.broker import publish_many, seq_payloads
-from tests.integration.workers import tally
-
-
-def publish_spread(broker, route, n, start=0, topics=8):
-    """n QoS 1 messages on `topics` distinct topics of a route, seq numbers start..start+n."""
-    pairs = [(f"{route}/{i % topics}", p) for i, p in enumerate(seq_payloads(n, start))]
-    pairs.sort(key=lambda tp: tp[0])  # one mosquitto_pub per topic
-    return publish_many(broker, pairs, qos=1)
+from tests.helpers import tally, wait_until
+from tests.integration.broker import publish_spread
 
 
 def stream_until(fleet, broker, route, n, processed):
     """Publish n messages in the background; return once `processed` were handled."""
     publisher = threading.Thread(target=publish_spread, args=(broker, route, n))
     publisher.start()
-    deadline = time.monotonic() + 30
-    while len(fleet.processed(route)) < processed and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(fleet.processed(route)) >= processed, 30,
+               f"{processed} {route} messages handled", interval=0.02)
     return publisher
 
 
@@ -50,7 +41,7 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(fleet_factory, broker):
     publisher = stream_until(fleet, broker, "slow", n, n // 5)
     victim = fleet.procs[2]
     victim.kill()  # kill -9 in the middle of the stream
-    time.sleep(0.5)
+    fleet.wait_more_handled(200, [1], route="slow")  # the stream goes on without it
     fleet.start(2).wait_running()  # same instance number: same client id and session
     publisher.join()
     rows = fleet.wait_processed(n, "slow", timeout=120)
@@ -64,14 +55,11 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(fleet_factory, broker):
 
 
 def wait_reconnected(fleet, timeout=30):
-    deadline = time.monotonic() + timeout
-    for p in fleet.procs.values():
-        while True:
-            h = p.health() or {}
-            if h.get("reconnects", 0) >= 1 and h.get("connected") and h.get("state") == "running":
-                break
-            assert time.monotonic() < deadline, f"worker {p.instance} did not reconnect: {h}"
-            time.sleep(0.05)
+    def reconnected(h):
+        return h.get("reconnects", 0) >= 1 and h.get("connected") and h.get("state") == "running"
+    wait_until(lambda: all(reconnected(p.health() or {}) for p in fleet.procs.values()), timeout,
+               "every worker reconnected", interval=0.05,
+               explain=lambda: str({p.instance: p.health() for p in fleet.procs.values()}))
 
 
 def test_broker_restart_mid_stream_loses_nothing(fleet_factory, broker):

@@ -3,29 +3,17 @@
 import json
 import os
 import signal
-import threading
+import statistics
 import time
 
 import pytest
 
-from routemq.mqtt import ConnectOptions, MqttClient
+from routemq.plan import Plan
+from tests.helpers import wait_until
+from tests.integration.broker import publish_each
 from tests.integration.conftest import AUTH_PASSWORD, AUTH_USER
 from tests.integration.notify_socket import NotifySocket
 from tests.integration.workers import Fleet
-
-
-def publish(broker, messages, port=None):
-    """Publish (topic, payload bytes, qos) with our own client and wait for each PUBACK."""
-    client = MqttClient(ConnectOptions(host=broker.host, port=port or broker.port,
-                                       client_id=f"pub-{os.getpid()}", persistent=False))
-    connected = threading.Event()
-    client.on_connect = lambda *a: connected.set()
-    client.connect_async()
-    client.loop_start()
-    assert connected.wait(10)
-    for topic, payload, qos in messages:
-        client.publish(topic, payload, qos).wait_for_publish(10)
-    client.disconnect()
 
 
 @pytest.fixture
@@ -39,7 +27,7 @@ def fleet(broker, tmp_path):
 def test_bad_input_is_logged_counted_and_the_worker_goes_on(fleet, broker, collector):
     dead = collector(broker, [("dead/letters", 1)])
     fleet.start_all()
-    publish(broker, [
+    publish_each(broker, [
         ("check/raise", b'{"seq": 1}', 1),          # handler raises
         ("check/text", b"not json at all", 1),     # not JSON: the handler gets bytes
         ("check/utf8", b"\xff\xfe\xfd invalid", 1),  # invalid UTF-8: bytes too
@@ -53,10 +41,8 @@ def test_bad_input_is_logged_counted_and_the_worker_goes_on(fleet, broker, colle
     assert sorted(x["topic"] for x in letters) == ["check/big", "check/raise"]
     assert any("RuntimeError: handler failed on purpose" == x["error"] for x in letters)
     worker = fleet.procs[1]
-    deadline = time.monotonic() + 10
-    while (worker.health() or {}).get("processed", 0) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    health = worker.health()
+    health = wait_until(lambda: (worker.health() or {}).get("processed", 0) >= 3 and
+                        worker.health(), 10, "3 processed in the health file")
     assert (health["errors"], health["rejected"], health["processed"]) == (1, 1, 3)
     assert health["routes"]["shared:check/{kind}"]["errors"] == 1
     errors = [r for r in worker.log_records() if r["level"] == "ERROR"]
@@ -75,19 +61,21 @@ def test_sd_notify_ready_watchdog_and_stopping(fleet, broker, tmp_path):
         ready_at = notify.wait_for("READY=1")
         assert any(m.startswith("STATUS=running") for _, m in notify.messages)
         # READY came after the SUBACK: a message published now is delivered at once.
-        publish(broker, [("work/1", b'{"seq": 1}', 1)])
+        publish_each(broker, [("work/1", b'{"seq": 1}', 1)])
         assert fleet.wait_processed(1, "work", timeout=10)
-        time.sleep(1.0)
-        pings = [t for t in notify.times("WATCHDOG=1") if t > ready_at]
-        assert len(pings) >= 3, "periodic WATCHDOG=1 every WatchdogSec/2"
+
+        def pings_after(t: float, n: int) -> bool:
+            return len([p for p in notify.times("WATCHDOG=1") if p > t]) >= n
+        wait_until(lambda: pings_after(ready_at, 3), 10, "periodic WATCHDOG=1")
         # A sync handler blocking the loop for 2 s: no WATCHDOG=1 meanwhile.
-        publish(broker, [("block/2", b'{"seq": 2}', 0)])
+        publish_each(broker, [("block/2", b'{"seq": 2}', 0)])
         assert fleet.wait_processed(1, "block", timeout=15)
-        time.sleep(0.6)
+        unblocked = time.monotonic()  # the handler records at the end of its 2 s
+        wait_until(lambda: pings_after(unblocked, 3), 10, "WATCHDOG=1 again after the block")
         pings = notify.times("WATCHDOG=1")
         gaps = [b - a for a, b in zip(pings, pings[1:])]
         assert max(gaps) >= 1.8, f"watchdog kept pinging while the loop was blocked: {gaps}"
-        assert sorted(gaps)[len(gaps) // 2] < 0.5  # otherwise regular
+        assert statistics.median(gaps) < 0.5, f"otherwise every 0.2 s: {gaps}"
         worker.signal(signal.SIGTERM)
         notify.wait_for("STOPPING=1")
         assert worker.wait(30) == 0
@@ -104,7 +92,7 @@ def test_tls_with_the_test_ca(tls_broker, tmp_path):
     fleet = tls_fleet(tls_broker, tmp_path, tls_broker.pki.ca_cert)
     try:
         fleet.start_all()
-        publish(tls_broker, [("work/1", b'{"seq": 7}', 1)])
+        publish_each(tls_broker, [("work/1", b'{"seq": 7}', 1)])
         assert fleet.wait_processed(1, "work", timeout=10)
         assert "mqtts://" in fleet.procs[1].output()
     finally:
@@ -115,10 +103,8 @@ def test_tls_with_the_wrong_ca_fails_clearly(tls_broker, tmp_path):
     fleet = tls_fleet(tls_broker, tmp_path, tls_broker.pki.other_ca_cert)
     try:
         worker = fleet.start(1)
-        deadline = time.monotonic() + 15
-        while "certificate verify failed" not in worker.output() and \
-                time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: "certificate verify failed" in worker.output(), 15,
+                   "the TLS failure in the worker's output")
         warnings = [r for r in worker.log_records() if r["level"] == "WARNING"]
         assert any("TLS handshake failed: certificate verify failed" in r["message"]
                    for r in warnings), worker.output()[-2000:]
@@ -148,8 +134,6 @@ def test_password_from_file_never_in_logs_or_ps(auth_broker, tmp_path):
 
 
 def test_sighup_reloads_the_plan_and_changes_only_what_changed(broker, tmp_path):
-    from routemq.plan import Plan
-
     fleet = Fleet(broker, tmp_path / "fleet", 1)
     plan_path = fleet.runtime / "plan.json"
     fleet.runtime.mkdir(parents=True, exist_ok=True)
@@ -167,19 +151,18 @@ def test_sighup_reloads_the_plan_and_changes_only_what_changed(broker, tmp_path)
         assert health["subscriptions"] == ["$share/testgroup/work/+"]
         write_plan(["shared:work/{id}", "single:ordered/{id}"])
         worker.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while (worker.health() or {}).get("subscriptions") != [
-                "$share/testgroup/work/+", "ordered/+"]:
-            assert time.monotonic() < deadline, worker.health()
-            time.sleep(0.05)
-        publish(broker, [("ordered/5", b'{"seq": 5}', 1), ("work/5", b'{"seq": 6}', 1)])
+
+        def subscriptions() -> list[str] | None:
+            return (worker.health() or {}).get("subscriptions")
+        wait_until(lambda: subscriptions() == ["$share/testgroup/work/+", "ordered/+"], 10,
+                   "the reloaded plan's subscriptions", explain=lambda: str(worker.health()))
+        publish_each(broker, [("ordered/5", b'{"seq": 5}', 1), ("work/5", b'{"seq": 6}', 1)])
         assert len(fleet.wait_processed(2, timeout=10)) == 2
         reloads = [r for r in worker.log_records() if "plan reloaded" in r["message"]]
         assert reloads and reloads[-1]["message"] == "plan reloaded: +1 -0 subscriptions"
         write_plan(["single:ordered/{id}"])  # no signal: the worker notices the new file
-        while (worker.health() or {}).get("subscriptions") != ["ordered/+"]:
-            assert time.monotonic() < deadline + 10, worker.health()
-            time.sleep(0.05)
+        wait_until(lambda: subscriptions() == ["ordered/+"], 20, "the new file's subscriptions",
+                   explain=lambda: str(worker.health()))
     finally:
         fleet.kill_all()
 

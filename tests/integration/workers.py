@@ -5,7 +5,6 @@ so both paho environments are exercised), stopped by its pid only.
 """
 from __future__ import annotations
 
-import collections
 import json
 import os
 import re
@@ -16,8 +15,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
+# tally is imported here too for test_worker_manager_processes.py, which still imports it
+# from this module.
+from tests.helpers import (Record, distinct_values, exited, handled_seqs,  # noqa: F401
+                           parse_records, status_document, tally, wait_until)
 from tests.integration.broker import HOST, AckedPublisher, Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,17 +56,31 @@ class WorkerProcess:
             return None
 
     def wait_running(self, timeout: float = 20.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Until this process's health file says running; its health document."""
+        def running() -> dict | None:
             h = self.health()
-            if h and h.get("pid") == self.pid and h.get("state") == "running":
-                return h
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"worker {self.instance} exited {self.proc.returncode}:\n"
-                                     f"{self.output()[-3000:]}")
-            time.sleep(0.05)
-        raise AssertionError(f"worker {self.instance} not running after {timeout}s:\n"
-                             f"{self.output()[-3000:]}")
+            return h if h and h.get("pid") == self.pid and h.get("state") == "running" else None
+        return wait_until(running, timeout, f"worker {self.instance} running", interval=0.05,
+                          abort=exited(self.proc, f"worker {self.instance}", self.output),
+                          explain=lambda: self.output()[-3000:])
+
+    def wait_idle(self, writes: int = 2, timeout: float = 30.0) -> dict:
+        """Until `writes` health files in a row (about a second apart) show nothing in flight
+        or queued and no new message received: the broker sends it nothing more. The last
+        health document."""
+        seen: list[tuple[object, object]] = []  # (updated_at, received) of successive writes
+
+        def idle() -> dict | None:
+            h = self.health() or {}
+            if h.get("inflight") or h.get("queued") or h.get("state") != "running":
+                seen.clear()
+            elif not seen or seen[-1][0] != h.get("updated_at"):
+                if seen and seen[-1][1] != h.get("received"):
+                    seen.clear()
+                seen.append((h.get("updated_at"), h.get("received")))
+            return h if len(seen) > writes else None
+        return wait_until(idle, timeout, f"worker {self.instance} idle for {writes} health writes",
+                          explain=lambda: str(self.health()))
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -82,10 +99,7 @@ class WorkerProcess:
         return self.proc.wait(timeout)
 
     def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_output(self.log_path)
 
     def log_records(self) -> list[dict]:
         """The worker's JSON log lines."""
@@ -153,63 +167,94 @@ class Fleet:
         """End of a test: nothing it started keeps running."""
         self.kill_all()
 
-    def processed(self, route: str | None = None) -> list[tuple[int, str, str, str]]:
+    def processed(self, route: str | None = None) -> list[Record]:
         """(worker, route, topic, seq) for every recorded message."""
-        rows = []
-        for path in sorted(self.out.glob("*.log")):
-            for line in path.read_text().splitlines():
-                worker, r, topic, seq = line.split(" ", 3)
-                if route is None or r == route:
-                    rows.append((int(worker), r, topic, seq))
-        return rows
+        rows = [row for path in sorted(self.out.glob("*.log"))
+                for row in parse_records(path.read_text())]
+        return [row for row in rows if route is None or row.route == route]
 
     def wait_processed(self, n: int, route: str | None = None, timeout: float = 60.0,
-                       distinct: bool = True) -> list[tuple[int, str, str, str]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.processed(route)
-            count = len({(r[1], r[2], r[3]) for r in rows}) if distinct else len(rows)
-            if count >= n or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.1)
+                       distinct: bool = True) -> list[Record]:
+        """Until `n` messages (of `route`) were recorded, counting each (route, topic, seq)
+        once unless distinct=False; the records. Fails after `timeout` seconds."""
+        def count(rows: list[Record]) -> int:
+            return len({(r.route, r.topic, r.seq) for r in rows}) if distinct else len(rows)
 
-    def wait_handled(self, seqs: set[int], timeout: float = 60.0
-                     ) -> list[tuple[int, str, str, str]]:
+        def enough() -> list[Record] | None:
+            rows = self.processed(route)
+            return rows if count(rows) >= n else None
+        return wait_until(enough, timeout, f"{n} {route or 'all'} messages handled",
+                          explain=lambda: f"{count(self.processed(route))} were")
+
+    def wait_handled(self, seqs: set[int], timeout: float = 60.0) -> list[Record]:
         """Until every seq in `seqs` was recorded by some handler, or the deadline passes;
         returns the records either way (see `lost` for the verdict)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = self.processed()
-            if seqs <= handled_seqs(rows) or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.2)
+        wait_until(lambda: seqs <= handled_seqs(self.processed()), timeout,
+                   "every seq handled", interval=0.2, fail=False)
+        return self.processed()
 
+    def wait_more_handled(self, n: int, instances: Iterable[int] | None = None,
+                          timeout: float = 20.0, route: str | None = None) -> None:
+        """Until each of `instances` (or the fleet as a whole) recorded `n` more messages
+        (of `route`) than now: the stream goes on, and reaches them."""
+        groups = [[i] for i in instances] if instances is not None else [None]
 
-def tally(rows: list[tuple[int, str, str, str]]) -> tuple[collections.Counter, collections.Counter]:
-    """(messages per worker, times each (topic, seq) was processed)."""
-    per_worker = collections.Counter(r[0] for r in rows)
-    per_message = collections.Counter((r[2], r[3]) for r in rows)
-    return per_worker, per_message
+        def handled(group: list[int] | None) -> int:
+            return sum(1 for row in self.processed(route)
+                       if group is None or row.worker in group)
+        marks = [handled(g) for g in groups]
+        wait_until(lambda: all(handled(g) >= m + n for g, m in zip(groups, marks)), timeout,
+                   f"{n} more messages handled by "
+                   f"{'the fleet' if instances is None else sorted(instances)}",
+                   explain=lambda: f"marks {marks}, now {[handled(g) for g in groups]}")
 
+    def healths(self) -> dict[int, dict]:
+        """The health files in the runtime directory, by instance."""
+        docs = {}
+        for path in (self.runtime / "workers").glob("*.json"):
+            try:
+                docs[int(path.stem)] = json.loads(path.read_text())
+            except ValueError:
+                pass
+        return docs
 
-def handled_seqs(rows: list[tuple[int, str, str, str]]) -> set[int]:
-    """The numbered messages (payload {"seq": n}) among the records."""
-    return {int(r[3]) for r in rows if r[3].isdigit()}
+    def wait_health_writes(self, instances: Iterable[int], writes: int = 2,
+                           timeout: float = 20.0) -> None:
+        """Until each of `instances` rewrote its health file `writes` more times (about a
+        second each): proof that time passed inside those workers, for checks that
+        something did NOT happen."""
+        now = time.time()
+        counters = {i: distinct_values(lambda i=i: self.healths().get(i, {}).get("updated_at"),
+                                       now) for i in instances}
+        wait_until(lambda: all(c() >= writes for c in counters.values()), timeout,
+                   f"{writes} more health file writes of {sorted(counters)}")
 
+    def routemq(self, *args: str) -> subprocess.CompletedProcess:
+        """`routemq <args>` as an operator runs it, with the workers' configuration (the
+        application is loaded: its records go to a directory of their own)."""
+        out = self.dir / "cli-out"
+        out.mkdir(parents=True, exist_ok=True)
+        env = self.env(0, TEST_OUT=str(out), TEST_WORKER="cli")
+        return subprocess.run([sys.executable, "-m", "routemq", *args], env=env, text=True,
+                              capture_output=True, timeout=60, cwd=str(self.dir))
 
-def lost(rows: list[tuple[int, str, str, str]], acked: set[int],
-         topics: dict[int, str]) -> tuple[set[int], str]:
-    """(acknowledged seqs no handler recorded, a one-line account for the assertion: lost
-    per route, duplicates, an example). Duplicates are allowed (at-least-once)."""
-    handled = handled_seqs(rows)
-    missing = acked - handled
-    per_seq = collections.Counter(int(r[3]) for r in rows if r[3].isdigit())
-    duplicates = sum(n - 1 for n in per_seq.values())
-    by_route = collections.Counter(topics.get(s, "?").split("/")[0] for s in missing)
-    return missing, (f"{len(missing)} of {len(acked)} acknowledged messages lost "
-                     f"(by route: {dict(sorted(by_route.items()))}), {duplicates} duplicates, "
-                     f"{len(handled - acked)} handled but not acknowledged; "
-                     f"e.g. {sorted(missing)[:8]}")
+    def status(self) -> tuple[dict, int]:
+        """`routemq status --json`: (document, exit status), the two checked against each
+        other."""
+        done = self.routemq("status", "--json")
+        return status_document(done.returncode, done.stdout, done.stderr), done.returncode
+
+    def wait_status(self, check: Callable[[dict], object], what: str, timeout: float = 20.0
+                    ) -> tuple[dict, int]:
+        """Poll `routemq status --json` until check(document) holds; (document, exit status).
+        """
+        last: list[tuple[dict, int]] = []
+
+        def status_if() -> tuple[dict, int] | None:
+            last[:] = [self.status()]
+            return last[0] if check(last[0][0]) else None
+        return wait_until(status_if, timeout, what, interval=0.3,
+                          explain=lambda: f"last status: {last[0][0]['health'] if last else ''}")
 
 
 class AckedStream:
@@ -233,10 +278,8 @@ class AckedStream:
         want = self.publisher.sent + n
         with self._lock:
             self._extra += n
-        deadline = time.monotonic() + timeout
-        while len(self.publisher.acked()) < want:
-            assert time.monotonic() < deadline, f"burst of {n} not acknowledged in {timeout}s"
-            time.sleep(0.05)
+        wait_until(lambda: len(self.publisher.acked()) >= want, timeout,
+                   f"PUBACKs of a burst of {n}", interval=0.05)
 
     def _run(self) -> None:
         seq, budget, last = 0, 0.0, time.monotonic()
@@ -292,10 +335,11 @@ class Run(Fleet):
         return self
 
     def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_output(self.log_path)
+
+    def running(self) -> Callable[[], str | None]:
+        """An `abort` for wait_until: `routemq run` (or master) exited."""
+        return exited(self.proc, "routemq run", self.output)
 
     def master(self) -> dict:
         try:
@@ -303,35 +347,23 @@ class Run(Fleet):
         except (FileNotFoundError, ValueError):
             return {}
 
-    def healths(self) -> dict[int, dict]:
-        docs = {}
-        for path in (self.runtime / "workers").glob("*.json"):
-            try:
-                docs[int(path.stem)] = json.loads(path.read_text())
-            except ValueError:
-                pass
-        return docs
-
     def wait_settled(self, instances: Iterable[int], timeout: float = 40.0) -> dict[int, dict]:
         """Until the plan covers exactly `instances`, no hand-over is under way, and each of
         them runs the current plan generation. Returns the health files."""
         want = sorted(instances)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def settled() -> dict[int, dict] | None:
             m, docs = self.master(), self.healths()
             ok = (m.get("instances") == want and not m.get("handover") and
                   all(docs.get(i, {}).get("state") == "running" and
                       docs[i].get("plan_version") == m.get("plan_version") for i in want))
-            if ok:
-                return docs
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"routemq run exited {self.proc.returncode}:\n"
-                                     f"{self.output()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"fleet not settled on {want} after {timeout}s: master "
-                                     f"{m}\nworkers { {i: d.get('state') for i, d in docs.items()} }"
-                                     f"\n{self.output()[-4000:]}")
-            time.sleep(0.1)
+            return docs if ok else None
+
+        def explain() -> str:
+            states = {i: d.get("state") for i, d in self.healths().items()}
+            return f"master {self.master()}\nworkers {states}\n{self.output()[-4000:]}"
+        return wait_until(settled, timeout, f"the fleet settled on {want}",
+                          abort=self.running(), explain=explain)
 
     def stop_instance(self, instance: int, timeout: float = 60.0) -> None:
         """SIGTERM to one of the run's workers, as an operator would; returns once `run`
@@ -339,10 +371,8 @@ class Run(Fleet):
         pid = self.healths()[instance]["pid"]
         os.kill(pid, signal.SIGTERM)
         done = f"worker {instance} (pid {pid}) stopped cleanly"
-        deadline = time.monotonic() + timeout
-        while done not in self.output():
-            assert time.monotonic() < deadline, f"no {done!r}:\n{self.output()[-3000:]}"
-            time.sleep(0.1)
+        wait_until(lambda: done in self.output(), timeout, repr(done),
+                   explain=lambda: self.output()[-3000:])
 
     def stop_run(self, timeout: float = 60.0) -> int:
         assert self.proc is not None
@@ -366,16 +396,6 @@ class Run(Fleet):
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-
-    def status(self) -> tuple[int, dict]:
-        """`routemq status --json` as an operator runs it: (exit status, document)."""
-        env = self.env(0)
-        done = subprocess.run([sys.executable, "-m", "routemq", "status", "--json"], env=env,
-                              capture_output=True, text=True, timeout=30)
-        try:
-            return done.returncode, json.loads(done.stdout)
-        except ValueError:
-            raise AssertionError(f"status printed no JSON: {done.stdout!r} {done.stderr!r}")
 
 
 @dataclass
@@ -403,13 +423,9 @@ class EmbeddedRun(Run):
         return env
 
     def wait_broker(self, timeout: float = 30.0) -> Address:
-        deadline = time.monotonic() + timeout
-        while not (found := self.TRY_LINE.search(self.output())):
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"routemq run exited {self.proc.returncode}:\n"
-                                     f"{self.output()[-3000:]}")
-            assert time.monotonic() < deadline, f"no broker line:\n{self.output()[-3000:]}"
-            time.sleep(0.1)
+        found = wait_until(lambda: self.TRY_LINE.search(self.output()), timeout,
+                           "the private broker's address", abort=self.running(),
+                           explain=lambda: self.output()[-3000:])
         self.broker = Address(found.group(1), int(found.group(2)))  # type: ignore[assignment]
         return self.broker
 
@@ -430,6 +446,14 @@ class EmbeddedRun(Run):
         pid = listener_pid(self.broker.port) if self.broker.port else None
         if pid is not None and "routemq-broker-" in cmdline(pid):
             _signal_pid(pid, signal.SIGKILL)
+
+
+def read_output(path: Path) -> str:
+    """A process's captured output so far ("" before it wrote any)."""
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def _signal_pid(pid: int, sig: int) -> None:
