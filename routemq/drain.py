@@ -47,15 +47,13 @@ class SessionDrainer:
         self.metrics = WorkerMetrics()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.connected = asyncio.Event()
-        self.unsubscribed = asyncio.Event()
         self.session_present = False
         self.last_delivery = 0.0
         self.client = MqttClient(
             connect_options(config, self.client_id), manual_ack=True,
             on_connect=on_loop(lambda: self.loop, self._on_connect),
             on_connect_failed=on_loop(lambda: self.loop, self._on_connect_failed),
-            on_message=self._on_message,
-            on_unsubscribe=on_loop(lambda: self.loop, lambda mid: self.unsubscribed.set()))
+            on_message=self._on_message)
         self.dispatcher = Dispatcher(
             router, client=self.client, ack=self._ack, max_inflight=config.max_inflight,
             handler_timeout=config.handler_timeout, max_payload_bytes=config.max_payload_bytes,
@@ -103,11 +101,11 @@ class SessionDrainer:
         drained = True
         if self.session_present:
             log.info("draining the broker session %s", self.client_id)
-            self.client.unsubscribe(self.filters())
             try:
-                await asyncio.wait_for(self.unsubscribed.wait(), UNSUBACK_WAIT)
-            except TimeoutError:
-                log.warning("no UNSUBACK within %.0fs", UNSUBACK_WAIT)
+                await asyncio.wait_for(self.client.unsubscribed(self.filters()),
+                                       UNSUBACK_WAIT)
+            except (TimeoutError, ConnectionError) as exc:
+                log.warning("no UNSUBACK within %.0fs: %r", UNSUBACK_WAIT, exc)
             drained = await until_quiet(lambda: self.dispatcher.idle,
                                         lambda: self.last_delivery, timeout)
             if not drained:

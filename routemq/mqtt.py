@@ -237,6 +237,7 @@ class MqttClient:
         self._driver: Optional[LoopDriver] = None  # set when driven from an asyncio loop
         self._reconnect_delays = (1.0, 30.0)
         self.connacks = 0  # successful CONNACKs so far (the driver resets its backoff)
+        self._acks: dict[int, asyncio.Future[Any]] = {}  # mid -> who awaits its SUBACK/UNSUBACK
         self._v5 = options.protocol == "5"
         self._client = self._make_client(paho_logger)
 
@@ -383,6 +384,32 @@ class MqttClient:
         """Unsubscribe ``filters`` in one packet; return its mid (see on_unsubscribe)."""
         return self._check(*self._client.unsubscribe(list(filters)))
 
+    async def subscribed(self, entries: Iterable[tuple[str, int, Optional[int]]]
+                         ) -> list[int]:
+        """subscribe(), then wait for the broker's SUBACKs: the granted QoS or reason code
+        of every filter (>= 0x80: refused). ConnectionError when offline, or when the
+        connection ends before the SUBACK (the next connection must subscribe again).
+
+        Call it on the loop that drives this client (loop_start from a coroutine): the
+        acknowledgement arrives on that loop, so no caller keeps packet ids.
+        """
+        mids = self.subscribe(entries)
+        codes = await asyncio.gather(*(self._ack_of(mid) for mid in mids))
+        return [code for packet in codes for code in packet]
+
+    async def unsubscribed(self, filters: Iterable[str]) -> None:
+        """unsubscribe(), then wait for the UNSUBACK (ConnectionError as for subscribed)."""
+        await self._ack_of(self.unsubscribe(filters))
+
+    def _ack_of(self, mid: int) -> asyncio.Future[Any]:
+        future = self._acks[mid] = asyncio.get_running_loop().create_future()
+        return future
+
+    def _acked(self, mid: int, result: Any) -> None:
+        future = self._acks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
     def ack(self, mid: int, qos: int, generation: Optional[int] = None) -> bool:
         """Acknowledge a QoS 1/2 delivery in manual-ack mode (otherwise a no-op, True).
 
@@ -491,6 +518,12 @@ class MqttClient:
             self.generation += 1
             report_failure = not was_connected and not self._attempt_reported
             self._attempt_reported = True
+        # Packet ids mean nothing on the next connection: whoever waits for an ack of this
+        # one learns that it will not come.
+        acks, self._acks = self._acks, {}
+        for future in acks.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection ended before the ack"))
         if not was_connected:
             # Closed before a CONNACK: a refusal was reported already; anything else (plain
             # MQTT sent to a TLS port) would otherwise be a silent retry loop.
@@ -521,9 +554,12 @@ class MqttClient:
             self.generation))
 
     def _cb_subscribe(self, client: Any, userdata: Any, mid: int, granted: Any, *_: Any) -> None:
-        self._call("on_subscribe", mid, [_reason_value(g) for g in granted])
+        codes = [_reason_value(g) for g in granted]
+        self._acked(mid, codes)
+        self._call("on_subscribe", mid, codes)
 
     def _cb_unsubscribe(self, client: Any, userdata: Any, mid: int, *_: Any) -> None:
+        self._acked(mid, None)
         self._call("on_unsubscribe", mid)
 
     def __repr__(self) -> str:

@@ -1,9 +1,9 @@
 """What one worker subscribes to, and the broker's acknowledgements of it.
 
 The worker says which routes it holds (`change`, on a new plan) and when a connection is new
-(`resubscribe`); this class turns routes into subscription entries, sends SUBSCRIBE and
-UNSUBSCRIBE, and keeps the packet ids until their SUBACK/UNSUBACK come back, so the worker
-only hears "everything acknowledged" (`on_done`) or "the broker refused" (`on_refused`).
+(`resubscribe`); this class turns routes into subscription entries and sends them with the
+client's awaitable subscribe/unsubscribe (no packet ids to keep), so the worker only hears
+"everything acknowledged" (`on_done`) or "the broker refused" (`on_refused`).
 
     subs = Subscriptions(client, router, group="routemq", on_done=..., on_refused=...)
     added, removed = subs.change(routes_of_the_new_plan)   # sent when connected
@@ -50,8 +50,8 @@ class Subscriptions:
         self._ids = {route.key: i for i, route in routes_by_id(router).items()}
         self.held: list[Route] = []
         self.subscribed: dict[str, Entry] = {}  # route key -> what the broker was sent
-        self._subacks: set[int] = set()
-        self._unsubacks: dict[int, asyncio.Event] = {}
+        self._waiting = 0  # SUBSCRIBEs sent and not acknowledged yet (on any connection)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def entry(self, route: Route) -> Entry:
         overlaps = any(filters_overlap(route.mqtt_topic, r.mqtt_topic)
@@ -98,38 +98,43 @@ class Subscriptions:
     def subscribe(self, routes: list[Route]) -> None:
         entries = [self.entry(r) for r in routes]
         if not entries:
-            if not self._subacks:
+            if not self._waiting:
                 self.on_done()
             return
-        try:
-            self._subacks.update(self.client.subscribe(entries))
-        except ConnectionError:
-            return  # the next connection subscribes again
         for route, entry in zip(routes, entries):
             self.subscribed[route.key] = entry
             log.info("subscribing %s (qos %d)", entry.filter, entry.qos,
                      extra={"route": route.topic})
+        self._waiting += 1
+        self._spawn(self._subscribe(entries))
 
-    def on_subscribe(self, mid: int, granted: list[int]) -> None:
-        self._subacks.discard(mid)
-        refused = [g for g in granted if g >= 0x80]
+    async def _subscribe(self, entries: list[Entry]) -> None:
+        try:
+            codes = await self.client.subscribed(entries)
+        except ConnectionError:
+            return  # the next connection subscribes again
+        finally:
+            self._waiting -= 1
+        refused = [c for c in codes if c >= 0x80]
         if refused:
             log.error("broker refused a subscription (reason codes %s)", refused)
             self.on_refused(refused[0])
-        elif not self._subacks:
+        elif not self._waiting:
             self.on_done()
 
-    def unsubscribe(self, filters: list[str]) -> asyncio.Event:
-        """Send UNSUBSCRIBE; the event is set once the broker acknowledged it (at once when
+    def unsubscribe(self, filters: list[str]) -> asyncio.Task[None]:
+        """Send UNSUBSCRIBE; the task ends once the broker acknowledged it (at once when
         there is no connection: nothing to wait for)."""
-        event = asyncio.Event()
-        try:
-            self._unsubacks[self.client.unsubscribe(filters)] = event
-        except ConnectionError:
-            event.set()
-        return event
+        return self._spawn(self._unsubscribe(filters))
 
-    def on_unsubscribe(self, mid: int) -> None:
-        event = self._unsubacks.pop(mid, None)
-        if event is not None:
-            event.set()
+    async def _unsubscribe(self, filters: list[str]) -> None:
+        try:
+            await self.client.unsubscribed(filters)
+        except ConnectionError:
+            pass
+
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+        return task

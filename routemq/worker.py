@@ -88,8 +88,6 @@ class Worker:
                                  on_message=self._on_message)
         self.subs = Subscriptions(self.client, self.router, config.mqtt_group_name,
                                   on_done=self._subscribed_all, on_refused=self._refused)
-        self.client.on_subscribe = self._cb(self.subs.on_subscribe)
-        self.client.on_unsubscribe = self._cb(self.subs.on_unsubscribe)
         self.client.reconnect_delay_set(0.5, 30)
         self.dispatcher = Dispatcher(
             self.router, client=self.client, ack=self._ack,
@@ -324,9 +322,9 @@ class Worker:
         self.state = "draining"
         self.notifier.stopping(f"draining {self.dispatcher.inflight} in-flight messages")
         if release.filters and self.client.connected:
-            event = self.subs.unsubscribe(list(release.filters))
+            unsubscribing = self.subs.unsubscribe(list(release.filters))
             try:
-                await asyncio.wait_for(event.wait(), UNSUBACK_WAIT)
+                await asyncio.wait_for(asyncio.shield(unsubscribing), UNSUBACK_WAIT)
             except TimeoutError:
                 log.warning("no UNSUBACK within %.0fs", UNSUBACK_WAIT)
         drained = await self._drain(release)

@@ -11,22 +11,30 @@ async def handler(payload, client):
 
 
 class Client:
-    """What Subscriptions needs of the MQTT client: connected, subscribe, unsubscribe."""
+    """What Subscriptions needs of the MQTT client: `connected` and the awaitable
+    subscribe/unsubscribe. Each request waits until the test answers it (`answer`)."""
 
     def __init__(self):
         self.connected = True
-        self.sent = []
-        self.mid = 0
+        self.sent = []  # (kind, entries or filters, future of the broker's answer)
 
-    def subscribe(self, entries):
-        self.mid += 1
-        self.sent.append(("SUBSCRIBE", self.mid, list(entries)))
-        return [self.mid]
+    async def subscribed(self, entries):
+        if not self.connected:
+            raise ConnectionError("offline")
+        answer = asyncio.get_running_loop().create_future()
+        self.sent.append(("SUBSCRIBE", list(entries), answer))
+        return await answer
 
-    def unsubscribe(self, filters):
-        self.mid += 1
-        self.sent.append(("UNSUBSCRIBE", self.mid, list(filters)))
-        return self.mid
+    async def unsubscribed(self, filters):
+        answer = asyncio.get_running_loop().create_future()
+        self.sent.append(("UNSUBSCRIBE", list(filters), answer))
+        await answer
+
+    async def answer(self, i, result=None, error=None):
+        future = self.sent[i][2]
+        future.set_exception(error) if error else future.set_result(result)
+        for _ in range(5):  # let the waiting task run
+            await asyncio.sleep(0)
 
 
 def make():
@@ -40,7 +48,15 @@ def make():
     return subs, (a, b, c), events
 
 
-def test_identifiers_only_where_held_filters_overlap_and_qos2_is_received_at_qos1():
+def run(test):
+    def wrapper():
+        asyncio.run(test())
+    wrapper.__name__ = test.__name__
+    return wrapper
+
+
+@run
+async def test_identifiers_only_where_held_filters_overlap_and_qos2_is_received_at_qos1():
     subs, (a, b, c), _ = make()
     subs.change([a, c])
     assert subs.subscribed == {a.key: Entry("$share/g/s/+/data", 1, None),
@@ -50,52 +66,73 @@ def test_identifiers_only_where_held_filters_overlap_and_qos2_is_received_at_qos
     assert subs.subscribed[b.key].sub_id == 2
 
 
-def test_done_only_when_every_suback_is_in_and_a_refusal_is_reported():
+@run
+async def test_done_only_when_every_suback_is_in_and_a_refusal_is_reported():
     subs, (a, b, c), events = make()
     subs.change([a])
     subs.change([a, c])
-    assert events == []
-    subs.on_subscribe(1, [1])
+    await asyncio.sleep(0)
+    await subs.client.answer(0, [1])
     assert events == []  # the second SUBSCRIBE is still unanswered
-    subs.on_subscribe(2, [1])
+    await subs.client.answer(1, [1])
     assert events == ["done"]
     subs.change([a, b, c])
-    subs.on_subscribe(3, [0x87])
+    await asyncio.sleep(0)
+    await subs.client.answer(2, [1, 0x87])
     assert events == ["done", 0x87]
 
 
-def test_a_route_let_go_is_unsubscribed_and_its_unsuback_awaited():
-    async def main():
-        subs, (a, b, c), _ = make()
-        subs.change([a, c])
-        added, removed = subs.change([a])
-        assert added == [] and removed == [c.key]
-        kind, mid, filters = subs.client.sent[-1]
-        assert (kind, filters) == ("UNSUBSCRIBE", ["alerts/+"])
-        event = subs.unsubscribe(["x"])
-        subs.on_unsubscribe(mid + 1)
-        assert event.is_set() and subs.by_route() == {a.key: "$share/g/s/+/data"}
-    asyncio.run(main())
+@run
+async def test_a_subscribe_lost_with_its_connection_is_not_waited_for():
+    subs, (a, b, c), events = make()
+    subs.change([a])
+    await asyncio.sleep(0)
+    await subs.client.answer(0, error=ConnectionError("gone"))
+    assert events == []
+    subs.resubscribe(session_present=False)  # the next connection
+    await asyncio.sleep(0)
+    await subs.client.answer(1, [1])
+    assert events == ["done"]
 
 
-def test_a_resumed_session_drops_the_filters_of_routes_not_held():
-    async def main():
-        subs, (a, b, c), _ = make()
-        subs.held = [a]
-        subs.resubscribe(session_present=True)
-        assert [s[0] for s in subs.client.sent] == ["SUBSCRIBE", "UNSUBSCRIBE"]
-        assert subs.client.sent[1][2] == ["$share/g/s/#", "alerts/+"]
-        subs.client.sent.clear()
-        subs.resubscribe(session_present=False)
-        assert [s[0] for s in subs.client.sent] == ["SUBSCRIBE"]
-    asyncio.run(main())
+@run
+async def test_a_route_let_go_is_unsubscribed_and_its_unsuback_awaited():
+    subs, (a, b, c), _ = make()
+    subs.change([a, c])
+    added, removed = subs.change([a])
+    assert added == [] and removed == [c.key]
+    await asyncio.sleep(0)
+    kind, filters, _ = subs.client.sent[-1]
+    assert (kind, filters) == ("UNSUBSCRIBE", ["alerts/+"])
+    unsubscribing = subs.unsubscribe(["x"])
+    await asyncio.sleep(0)
+    assert not unsubscribing.done()
+    await subs.client.answer(len(subs.client.sent) - 1)
+    assert unsubscribing.done() and subs.by_route() == {a.key: "$share/g/s/+/data"}
 
 
-def test_without_a_connection_nothing_is_sent_and_the_next_connection_subscribes():
+@run
+async def test_a_resumed_session_drops_the_filters_of_routes_not_held():
+    subs, (a, b, c), _ = make()
+    subs.held = [a]
+    subs.resubscribe(session_present=True)
+    await asyncio.sleep(0)
+    assert [s[0] for s in subs.client.sent] == ["SUBSCRIBE", "UNSUBSCRIBE"]
+    assert subs.client.sent[1][1] == ["$share/g/s/#", "alerts/+"]
+    subs.client.sent.clear()
+    subs.resubscribe(session_present=False)
+    await asyncio.sleep(0)
+    assert [s[0] for s in subs.client.sent] == ["SUBSCRIBE"]
+
+
+@run
+async def test_without_a_connection_nothing_is_sent_and_the_next_connection_subscribes():
     subs, (a, b, c), events = make()
     subs.client.connected = False
     subs.change([a])
+    await asyncio.sleep(0)
     assert subs.client.sent == [] and subs.subscribed == {}
     subs.client.connected = True
     subs.resubscribe(session_present=False)
-    assert subs.client.sent[0][2] == [Entry("$share/g/s/+/data", 1, None)]
+    await asyncio.sleep(0)
+    assert subs.client.sent[0][1] == [Entry("$share/g/s/+/data", 1, None)]
