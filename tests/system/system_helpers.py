@@ -1,36 +1,23 @@
-"""Helpers of the system tests: waiting, publishing, reading the journal, systemctl show."""
+"""Helpers of the system tests: reading the journal, the plan, the health files and
+`routemq status` in the machine, publishing there, systemctl show. Waiting, payloads and the
+status document's checks are shared with the integration tests (tests/helpers.py)."""
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
-
-import pytest
+from typing import Any, Iterable
 
 from machine import Machine
+from tests import helpers
+from tests.helpers import missing_account, mosquitto_pub_runs, seq_payloads, status_document
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).resolve().parent / "app" / "app"  # copied to /srv/routemq/app
 DEB_IN_MACHINE = "/root/routemq_all.deb"
-T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.25,
-               fail: bool = True) -> T:
-    """Poll `check` until it returns something truthy; fail with `what` after `timeout` s
-    (or, with fail=False, return the last falsy value for the caller to explain)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            if not fail:
-                return last
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
+# Each look runs a command in the machine: look a little less often than the default.
+wait_until = functools.partial(helpers.wait_until, interval=0.25)
 
 
 class Journal:
@@ -59,18 +46,20 @@ class Journal:
                        diagnose: str = "") -> dict[int, set[int]]:
         """Wait until every seq of `batch` was processed; fail naming what is missing, with
         the output of the shell command `diagnose` run in the machine."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def missing(got: dict[int, set[int]]) -> set[int]:
+            return set(seqs) - set().union(*got.values())
+
+        def all_processed() -> dict[int, set[int]] | None:
             got = self.processed(batch)
-            missing = set(seqs) - set().union(*got.values())
-            if not missing:
-                return got
-            if time.monotonic() > deadline:
-                pytest.fail(f"batch {batch}: {len(missing)} of {len(seqs)} messages never "
-                            f"processed (first: {sorted(missing)[:10]}); per worker: "
-                            f"{ {w: len(s) for w, s in sorted(got.items())} }\n" +
-                            (self.m.sh(diagnose, check=False).stdout if diagnose else ""))
-            time.sleep(0.5)
+            return None if missing(got) else got
+
+        def explain() -> str:
+            got = self.processed(batch)
+            return (f"batch {batch}: {missing_account(missing(got), len(seqs))}; per worker: "
+                    f"{ {w: len(s) for w, s in sorted(got.items())} }\n" +
+                    (self.m.sh(diagnose, check=False).stdout if diagnose else ""))
+        return wait_until(all_processed, timeout, f"batch {batch} processed", interval=0.5,
+                          explain=explain)
 
     def processed(self, batch: str) -> dict[int, set[int]]:
         """worker instance -> seqs of `batch` it processed (the test app's "processed" logs)."""
@@ -85,9 +74,9 @@ class Journal:
 
 def publish(machine: Machine, topic: str, count: int, *, qos: int = 1, start: int = 1) -> None:
     """count messages {"seq": n} on topic, with mosquitto_pub -l (one process, fast)."""
-    lines = "".join(f'{{"seq": {n}}}\n' for n in range(start, start + count))
-    machine.run("mosquitto_pub", "-h", "127.0.0.1", "-t", topic, "-q", str(qos), "-l",
-                input=lines)
+    for argv, stdin in mosquitto_pub_runs(topic, seq_payloads(count, start), host="127.0.0.1",
+                                          qos=qos):
+        machine.run(*argv, input=stdin.decode())
 
 
 def show(machine: Machine, unit: str, *props: str) -> dict[str, str]:
@@ -96,5 +85,35 @@ def show(machine: Machine, unit: str, *props: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
+def unit_state(machine: Machine, unit: str) -> str:
+    """`systemctl is-active unit`: "active", "inactive", "failed", "activating", ..."""
+    return machine.run("systemctl", "is-active", unit, check=False).stdout.strip()
+
+
 def plan(machine: Machine) -> dict[str, Any]:
     return json.loads(machine.run("cat", "/run/routemq/plan.json").stdout)
+
+
+def status(machine: Machine) -> dict[str, Any]:
+    """`routemq status --json` in the machine, its exit status checked against its health."""
+    done = machine.run("routemq", "status", "--json", check=False)
+    return status_document(done.returncode, done.stdout, done.stderr)
+
+
+def health_writes(machine: Machine, instances: Iterable[int], writes: int = 2,
+                  timeout: float = 30.0) -> None:
+    """Until each instance rewrote /run/routemq/workers/<i>.json `writes` more times (about a
+    second apart): proof that time passed in the machine, for checks that something did
+    NOT happen meanwhile."""
+    def updated_at(instance: int) -> object:
+        done = machine.run("cat", f"/run/routemq/workers/{instance}.json", check=False)
+        try:
+            return json.loads(done.stdout).get("updated_at")
+        except ValueError:
+            return None
+    instances = sorted(instances)
+    now = time.time()  # the machine shares the host's clock
+    counters = [helpers.distinct_values(functools.partial(updated_at, i), now)
+                for i in instances]
+    wait_until(lambda: all(c() >= writes for c in counters), timeout,
+               f"{writes} more health file writes of instances {instances}")

@@ -13,8 +13,10 @@ import time
 
 import pytest
 
-from system_helpers import APP, DEB_IN_MACHINE, ROOT, Journal, plan, publish, show, wait_until
+from system_helpers import (APP, DEB_IN_MACHINE, ROOT, Journal, health_writes, plan, publish,
+                            show, status, unit_state, wait_until)
 from machine import Machine
+from tests.helpers import routes_by_key
 
 WORKERS = [f"routemq-worker@{i}.service" for i in range(1, 5)]
 CONF_D = "/etc/routemq/conf.d"
@@ -59,8 +61,7 @@ def test_install_pulls_dependencies_from_the_archive(machine: Machine) -> None:
     assert m.run("stat", "-c", "%U %a", "/run/routemq").stdout.split() == ["routemq", "755"]
     assert m.run("stat", "-c", "%U", "/srv/routemq").stdout.strip() == "root"
     # Nothing starts before the operator configured a broker and an application.
-    assert m.run("systemctl", "is-active", "routemq-master.service",
-                 check=False).stdout.strip() == "inactive"
+    assert unit_state(m, "routemq-master.service") == "inactive"
     units = [f"/lib/systemd/system/{u}" for u in
              ("routemq.target", "routemq-master.service", "routemq-worker@.service")]
     verify = m.run("systemd-analyze", "verify", "--man=no", *units, check=False)
@@ -98,8 +99,7 @@ def test_generator_wants_instances_from_worker_count(machine: Machine) -> None:
 def test_start_four_workers_starts_the_master(machine: Machine) -> None:
     m = machine
     m.run("systemctl", "start", *WORKERS, timeout=90)
-    states = {u: m.run("systemctl", "is-active", u, check=False).stdout.strip()
-              for u in ["routemq-master.service", *WORKERS]}
+    states = {u: unit_state(m, u) for u in ["routemq-master.service", *WORKERS]}
     assert set(states.values()) == {"active"}, states
     for unit in ["routemq-master.service", *WORKERS]:
         status = show(m, unit, "StatusText")["StatusText"]
@@ -148,8 +148,7 @@ def test_kill_9_restarts_and_loses_no_qos1_message(machine: Machine) -> None:
     publisher.join()
     publish(m, "work/kill", 400, start=2001)  # while @2 restarts: queued in its session
     wait_until(lambda: restarts(m, unit) > before, 30, f"{unit} NRestarts to grow")
-    wait_until(lambda: m.run("systemctl", "is-active", unit, check=False).stdout.strip()
-               == "active", 60, f"{unit} active again")
+    wait_until(lambda: unit_state(m, unit) == "active", 60, f"{unit} active again")
     journal = Journal(m)
     got = journal.wait_processed(
         "kill", range(1, 2401), 90,
@@ -214,8 +213,7 @@ def test_memory_max_is_enforced_and_limits_applied(machine: Machine) -> None:
     kernel = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
     assert re.search(rf"oom_memcg=\S*/{re.escape(m.name)}/\S*routemq-worker@{hog}\.service",
                      kernel), "no memory-cgroup OOM kill of the unit in the kernel log"
-    wait_until(lambda: m.run("systemctl", "is-active", unit, check=False).stdout.strip()
-               == "active", 60, f"{unit} active again")
+    wait_until(lambda: unit_state(m, unit) == "active", 60, f"{unit} active again")
 
 
 def test_stop_drains_and_master_moves_routes_start_joins(machine: Machine) -> None:
@@ -237,12 +235,17 @@ def test_stop_drains_and_master_moves_routes_start_joins(machine: Machine) -> No
     wait_until(lambda: str(held_by) in plan(m)["instances"], 20, f"instance {held_by} back")
     # Its broker session still had the plain route's filter from before the stop: the route
     # must run on one instance only (the worker unsubscribes what it no longer holds).
-    time.sleep(3)  # the plan hand-over
+    wait_until(lambda: (doc := status(m))["health"]["status"] == "healthy" and not any(
+        r["mismatch"] for r in routes_by_key(doc).values()), 30,
+        "the plan hand-over: healthy, every route held where planned")
     publish(m, "fail/once", 1, qos=0)
-    time.sleep(3)
-    runs = {e.get("ROUTEMQ_WORKER") for e, r in Journal(m).records("-u", "routemq-worker@*")
-            if "deliberate failure once" in json.dumps(r)}
-    assert len(runs) == 1, f"plain route fail/{{n}} ran on instances {sorted(runs)}"
+
+    def runs() -> set[str]:
+        return {e.get("ROUTEMQ_WORKER") for e, r in Journal(m).records("-u", "routemq-worker@*")
+                if "deliberate failure once" in json.dumps(r)}
+    wait_until(runs, 20, "the plain route's handler running on fail/once")
+    health_writes(m, [int(i) for i in plan(m)["instances"]], 2)  # a second runner shows by now
+    assert len(runs()) == 1, f"plain route fail/{{n}} ran on instances {sorted(runs())}"
 
 
 def test_broken_config_fails_once_without_restart_loop(machine: Machine) -> None:
@@ -252,7 +255,7 @@ def test_broken_config_fails_once_without_restart_loop(machine: Machine) -> None
         unit = "routemq-worker@7.service"
         started = m.run("systemctl", "start", unit, check=False, timeout=60)
         assert started.returncode != 0
-        time.sleep(3)  # a restart loop would show by now (RestartSec=1)
+        health_writes(m, range(1, 5), 3)  # 3 s in the machine: a restart loop shows by now
         props = show(m, unit, "ActiveState", "Result", "ExecMainStatus", "NRestarts")
         assert props == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "2",
                          "NRestarts": "0"}, props
@@ -260,18 +263,17 @@ def test_broken_config_fails_once_without_restart_loop(machine: Machine) -> None
         assert "config error: mqtt_port" in log and "99-broken.conf" in log, log
         master = "routemq-master.service"
         assert m.run("systemctl", "restart", master, check=False, timeout=60).returncode != 0
-        time.sleep(3)
+        health_writes(m, range(1, 5), 3)  # RestartSec=1: a restart loop shows by now
         props = show(m, master, "ActiveState", "ExecMainStatus", "NRestarts")
         assert props == {"ActiveState": "failed", "ExecMainStatus": "2", "NRestarts": "0"}, props
         # The running workers do not depend on the master being up (Wants=, not Requires=).
-        assert all(m.run("systemctl", "is-active", u, check=False).stdout.strip() == "active"
-                   for u in WORKERS)
+        assert all(unit_state(m, u) == "active" for u in WORKERS)
     finally:
         m.run("rm", "-f", f"{CONF_D}/99-broken.conf")
         m.run("systemctl", "reset-failed", "routemq-worker@7.service", check=False)
         m.run("systemctl", "reset-failed", "routemq-master.service", check=False)
         m.run("systemctl", "start", "routemq-master.service", check=False, timeout=60)
-    assert m.run("systemctl", "is-active", "routemq-master.service").stdout.strip() == "active"
+    assert unit_state(m, "routemq-master.service") == "active"
 
 
 def test_status_shows_the_fleet(machine: Machine) -> None:
@@ -279,7 +281,7 @@ def test_status_shows_the_fleet(machine: Machine) -> None:
     text = m.run("routemq", "status").stdout
     for i in (1, 2, 3, 4, 5):
         assert re.search(rf"^{i}\s+\d+\s+yes\s", text, re.M), text
-    doc = json.loads(m.run("routemq", "status", "--json").stdout)
+    doc = status(m)
     alive = {w["instance"] for w in doc["workers"] if w["alive"]}
     assert alive == {1, 2, 3, 4, 5}, doc["workers"]
     assert doc["health"]["status"] == "healthy", doc["health"]
@@ -330,11 +332,11 @@ def test_password_comes_from_a_systemd_credential(machine: Machine) -> None:
 def test_polkit_lets_routemq_manage_only_worker_instances(machine: Machine) -> None:
     m = machine
     m.run("systemctl", "start", "routemq-worker@6.service", user="routemq", timeout=90)
-    assert m.run("systemctl", "is-active", "routemq-worker@6.service").stdout.strip() == "active"
+    assert unit_state(m, "routemq-worker@6.service") == "active"
     m.run("systemctl", "stop", "routemq-worker@6.service", user="routemq", timeout=60)
     denied = m.run("systemctl", "stop", "mosquitto.service", user="routemq", check=False)
     assert denied.returncode != 0
-    assert m.run("systemctl", "is-active", "mosquitto").stdout.strip() == "active"
+    assert unit_state(m, "mosquitto") == "active"
     denied = m.run("systemctl", "restart", "routemq-master.service", user="routemq",
                    check=False)
     assert denied.returncode != 0
@@ -343,8 +345,7 @@ def test_polkit_lets_routemq_manage_only_worker_instances(machine: Machine) -> N
                    check=False)
     assert denied.returncode != 0
     # Had polkit allowed it, the instance would have run and failed (exit 2: --instance 65).
-    assert m.run("systemctl", "is-active", "routemq-worker@65.service",
-                 check=False).stdout.strip() == "inactive"
+    assert unit_state(m, "routemq-worker@65.service") == "inactive"
 
 
 def test_filtered_system_calls_raise_permission_error(machine: Machine) -> None:
@@ -364,7 +365,7 @@ def test_filtered_system_calls_raise_permission_error(machine: Machine) -> None:
     assert record["raised"] == {"nice": "PermissionError", "sched_setaffinity": "PermissionError",
                                 "chown": "PermissionError"}, record
     assert show(m, unit, "MainPID", "NRestarts") == before
-    assert m.run("systemctl", "is-active", unit).stdout.strip() == "active"
+    assert unit_state(m, unit) == "active"
 
 
 @pytest.mark.parametrize("unit", ["routemq-master.service", "routemq-worker@1.service"])
