@@ -1,4 +1,5 @@
-"""The autoscaler's decision (pure): the seed's DynamicWorkerManager formula, with a cooldown.
+"""The autoscaler's decision (pure): the DynamicWorkerManager formula of RouteMQ's
+shared-subscriptions guide, with a cooldown.
 
     workers = ceil(rate / target_rate_per_worker)      at least 1
             x 1.5 when CPU > 80 %, x 0.7 when CPU < 30 %

@@ -173,7 +173,7 @@ def _topic_name(raw: str) -> str:
 
 @dataclass(frozen=True)
 class Key:
-    """One configuration key: its default, parser, help, and the seed's env name if it had one."""
+    """One configuration key: its default, parser, help, and the guide's env name if it had one."""
 
     name: str
     default: Any

@@ -25,17 +25,17 @@ import time
 from typing import Any
 
 from routemq.dispatcher import Dispatcher, dead_letter_publisher
+from routemq.errors import EXIT_BUSY, EXIT_FAILURE, EXIT_OK
 from routemq.metrics import WorkerMetrics
 from routemq.mqtt import Message, MqttClient
 from routemq.router import Router
-from routemq.runtime import FileLock, RuntimePaths
+from routemq.runtime import FileLock, RuntimePaths, unmark_session
 from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
-                             unmark_session, until_quiet)
+                             until_quiet)
 from routemq.timings import UNSUBACK_WAIT
 
 log = logging.getLogger("routemq.drain")
 
-EXIT_DRAINED, EXIT_FAILED, EXIT_BUSY = 0, 1, 75  # 75: EX_TEMPFAIL, try again later
 CONNECT_WAIT = 30.0
 DRAIN_LIMIT = 300.0  # seconds to hand over what a session holds before giving up for now
 
@@ -97,7 +97,7 @@ class SessionDrainer:
             log.error("draining instance %d: no connection to %s within %.0fs", self.instance,
                       self.client.options.url, CONNECT_WAIT)
             await asyncio.to_thread(self.client.disconnect)
-            return EXIT_FAILED
+            return EXIT_FAILURE
         drained = True
         if self.session_present:
             log.info("draining the broker session %s", self.client_id)
@@ -114,11 +114,11 @@ class SessionDrainer:
         if not drained:
             log.error("session %s not drained within %.0fs: %d handled, the rest stays "
                       "queued", self.client_id, timeout, self.metrics.processed)
-            return EXIT_FAILED
+            return EXIT_FAILURE
         ended = await asyncio.to_thread(end_session, self.client.options)
         if ended:
             unmark_session(paths.workers, self.instance)
         log.info("broker session %s %s: %d messages handled, %d errors", self.client_id,
                  "ended" if ended else "drained (ending it failed)",
                  self.metrics.processed, self.metrics.errors)
-        return EXIT_DRAINED if ended else EXIT_FAILED
+        return EXIT_OK if ended else EXIT_FAILURE

@@ -37,10 +37,10 @@ from routemq.membership import Health, Membership, gains, overlap
 from routemq.notify import Notifier
 from routemq.orphans import Orphans, drainer_spawner
 from routemq.plan import Plan, compute_plan, plan_routes, resolve_worker_count
-from routemq.session import marked_sessions
 from routemq.router import Router
-from routemq.runtime import (FileLock, RuntimePaths, ensure_dir, lock_holder, pid_alive,
-                             read_health_dir, read_plan, write_json_atomic, write_text_atomic)
+from routemq.runtime import (FileLock, RuntimePaths, ensure_dir, lock_holder, marked_sessions,
+                             pid_alive, read_health_dir, read_plan, write_json_atomic,
+                             write_text_atomic)
 
 log = logging.getLogger("routemq.master")
 

@@ -53,7 +53,7 @@ class Health:
     @classmethod
     def from_doc(cls, instance: int, doc: Mapping[str, Any], process_gone: bool = False
                  ) -> Health:
-        """From a health document as read by fleet.read_health_dir; a key of the wrong
+        """From a health document as read by runtime.read_health_dir; a key of the wrong
         type counts as absent (a file with no usable updated_at is never fresh)."""
         def typed(key: str, kind: type | tuple[type, ...]) -> Any:
             value = doc.get(key)

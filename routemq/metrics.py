@@ -1,7 +1,8 @@
 """Per-worker and per-route counters and latency figures.
 
-`WorkerMetrics` keeps the seed's API (`record_message_processed`, `record_error`,
-`get_worker_stats`) so the seed's `WorkerMetricsMiddleware` works as documented, and adds
+`WorkerMetrics` keeps the API of RouteMQ's shared-subscriptions guide
+(`record_message_processed`, `record_error`, `get_worker_stats`) so the guide's
+`WorkerMetricsMiddleware` works as documented, and adds
 what a worker's health file reports: per-route counts and latency percentiles over the
 last 1,000 messages, received / processed / error totals and the recent message rate.
 """
@@ -15,7 +16,7 @@ from typing import Any, Awaitable, Callable
 
 from routemq.middleware import Context, Middleware
 
-WINDOW = 1000  # latency samples kept per route (the seed keeps the last 1000 too)
+WINDOW = 1000  # latency samples kept per route (the guide keeps the last 1000 too)
 
 
 def process_usage() -> tuple[int, float]:
@@ -87,7 +88,7 @@ class RateMeter:
 
 
 class WorkerMetrics:
-    """Counters of one worker process (also usable across workers, as in the seed)."""
+    """Counters of one worker process (also usable across workers, as in the guide)."""
 
     def __init__(self) -> None:
         self.received = 0
@@ -97,7 +98,7 @@ class WorkerMetrics:
         self.rejected = 0
         self.routes: dict[str, RouteStats] = {}
         self._rate = RateMeter()
-        # The seed's per-worker view, keyed by worker id.
+        # The guide's per-worker view, keyed by worker id.
         self.message_counts: dict[Any, int] = {}
         self.processing_times: dict[Any, deque[float]] = {}
         self.error_counts: dict[Any, int] = {}
@@ -119,7 +120,7 @@ class WorkerMetrics:
             stats.errors += 1
             self.errors += 1
 
-    # --- the seed's API ---------------------------------------------------------------
+    # --- the guide's API ---------------------------------------------------------------
     def record_message_processed(self, worker_id: Any, topic: str,
                                  processing_time: float) -> None:
         self.message_counts[worker_id] = self.message_counts.get(worker_id, 0) + 1
@@ -160,7 +161,7 @@ class WorkerMetrics:
 
 
 class WorkerMetricsMiddleware(Middleware):
-    """The seed's middleware: records each message's processing time or error."""
+    """The guide's middleware: records each message's processing time or error."""
 
     def __init__(self, metrics_collector: WorkerMetrics, worker_id: Any = None) -> None:
         self.metrics = metrics_collector

@@ -4,10 +4,10 @@ Every instance the master plans has a persistent session at the broker, named by
 id. When an instance is out of the plan and no process of it runs, its session may still hold
 messages (queued while it was dying, and a share of every shared route it had subscribed,
 for as long as the session lives). The instances that may have a session are marked in the
-runtime directory (routemq.session: a worker marks its instance before connecting and
+runtime directory (runtime.mark_session: a worker marks its instance before connecting and
 unmarks it once it ended its session). For each marked instance that is out of the plan with
-no process for `grace` seconds, the master runs a drainer (`routemq worker --instance N --drain`, routemq.drain) that
-handles what the session holds, unsubscribes and ends it. A session that turns out to be
+no process for `grace` seconds, the master runs a drainer (`routemq worker --instance N
+--drain`, routemq.drain) that handles what the session holds, unsubscribes and ends it. A session that turns out to be
 empty or gone costs one short connection.
 
 Never while the plan leaves a route without a live holder (the whole fleet stopping, say):
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
 from routemq.backends import die_with_parent
-from routemq.drain import EXIT_BUSY, EXIT_DRAINED
+from routemq.errors import EXIT_BUSY, EXIT_OK
 from routemq.notify import child_environment
 
 log = logging.getLogger("routemq.orphans")
@@ -91,7 +91,7 @@ class Orphans:
                 if code is None:
                     continue
                 orphan.proc = None
-                if code == EXIT_DRAINED:
+                if code == EXIT_OK:
                     done.append(i)
                     continue
                 if code == EXIT_BUSY:

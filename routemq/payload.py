@@ -1,4 +1,5 @@
-"""Payload decoding: the seed's rule, JSON when it parses, else the raw bytes."""
+"""Payload decoding, the rule of RouteMQ's shared-subscriptions guide: JSON when it parses,
+else the raw bytes."""
 from __future__ import annotations
 
 import json

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import stat
 import tempfile
 import time
@@ -523,3 +524,40 @@ def lock_holder(path: str) -> int | None:
         return 0
     finally:
         os.close(fd)
+
+
+# --- broker sessions --------------------------------------------------------------------------
+# workers/<N>.session exists from before instance N's first connection until its broker
+# session was ended (by the worker planned out, or by the master's drainer): the master drains
+# the marked instances that left the plan (routemq.orphans).
+
+_MARKER = re.compile(r"^(\d+)\.session$")
+
+
+def marker_path(workers_dir: str, instance: int) -> str:
+    return os.path.join(workers_dir, f"{instance}.session")
+
+
+def mark_session(workers_dir: str, instance: int) -> None:
+    """Instance `instance` may have a broker session from now on (call before connecting)."""
+    ensure_dir(workers_dir)
+    fd = os.open(marker_path(workers_dir, instance),
+                 os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    os.close(fd)
+
+
+def unmark_session(workers_dir: str, instance: int) -> None:
+    """Its session was ended: nothing to drain."""
+    try:
+        os.unlink(marker_path(workers_dir, instance))
+    except FileNotFoundError:
+        pass
+
+
+def marked_sessions(workers_dir: str) -> set[int]:
+    """The instances that may have a broker session (see the module docstring)."""
+    try:
+        names = os.listdir(workers_dir)
+    except OSError:
+        return set()
+    return {int(m.group(1)) for m in map(_MARKER.match, names) if m}

@@ -7,9 +7,9 @@ restarts lose nothing; it is also why a session must be ended, deliberately and 
 is empty, when its instance leaves the plan for good (a worker that is planned out does it
 on its way out; the master's drainer does it for an instance that died: routemq.drain).
 
-Which instances may have a session is recorded in the runtime directory, by the processes that
-make and end sessions: `workers/<N>.session` exists from before instance N's first connection
-until its session was ended. The master drains the marked instances that left the plan.
+Which instances may have a session is recorded in the runtime directory (runtime.mark_session)
+by the processes that make and end sessions. The master drains the marked instances that left
+the plan.
 
     >>> client_id("routemq", 3, hostname="gw1")
     'routemq-gw1-3'
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import re
 import socket
 import threading
 import time
@@ -27,9 +25,7 @@ from typing import Any, Callable
 
 from routemq.mqtt import ConnectOptions, MqttClient
 from routemq.router import Route, Router
-from routemq.runtime import ensure_dir
 
-_MARKER = re.compile(r"^(\d+)\.session$")
 QUIET = 2.0  # seconds without a delivery, nothing running: the session has nothing left
 END_WAIT = 10.0  # seconds to wait for the CONNACK of the connection that ends a session
 
@@ -109,32 +105,3 @@ def end_session(options: ConnectOptions, timeout: float = END_WAIT) -> bool:
         return accepted.wait(timeout)
     finally:
         client.disconnect()
-
-
-def marker_path(workers_dir: str, instance: int) -> str:
-    return os.path.join(workers_dir, f"{instance}.session")
-
-
-def mark_session(workers_dir: str, instance: int) -> None:
-    """Instance `instance` may have a broker session from now on (call before connecting)."""
-    ensure_dir(workers_dir)
-    fd = os.open(marker_path(workers_dir, instance),
-                 os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    os.close(fd)
-
-
-def unmark_session(workers_dir: str, instance: int) -> None:
-    """Its session was ended: nothing to drain."""
-    try:
-        os.unlink(marker_path(workers_dir, instance))
-    except FileNotFoundError:
-        pass
-
-
-def marked_sessions(workers_dir: str) -> set[int]:
-    """The instances that may have a broker session (see the module docstring)."""
-    try:
-        names = os.listdir(workers_dir)
-    except OSError:
-        return set()
-    return {int(m.group(1)) for m in map(_MARKER.match, names) if m}

@@ -41,10 +41,10 @@ from routemq.errors import WorkerError
 from routemq.plan import Plan
 from routemq.registry import load_router
 from routemq.router import Router
-from routemq.runtime import (FileLock, RuntimePaths, lock_holder, read_plan, running_master,
-                             write_json_atomic)
-from routemq.session import (client_id, connect_options, end_session, mark_session, on_loop,
-                             routes_by_id, unmark_session, until_quiet)
+from routemq.runtime import (FileLock, RuntimePaths, lock_holder, mark_session, read_plan,
+                             running_master, unmark_session, write_json_atomic)
+from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
+                             until_quiet)
 from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
 from routemq.subscriptions import Subscriptions
 

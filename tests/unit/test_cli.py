@@ -143,8 +143,8 @@ LEAN_COMMANDS = {
     "routemq.fleet": PAHO,
     "routemq.status_text": PAHO,
     "routemq.prometheus": PAHO,
-    "routemq.master": ("routemq.worker",),
-    "routemq.run": ("routemq.worker",),
+    "routemq.master": PAHO,  # it starts drainers as processes, it does not drain
+    "routemq.run": PAHO,
     "routemq.application": ("routemq.worker",),
 }
 
