@@ -2,29 +2,27 @@
 import json
 import os
 import subprocess
-import time
 
 from routemq.embedded import EmbeddedBroker
 from routemq.registry import load_router
 from routemq.worker_manager import WorkerManager
+from tests.helpers import tally, wait_until
 from tests.integration.broker import publish_many
-from tests.integration.workers import APP, Fleet, tally
+from tests.integration.workers import APP, Fleet
 
 
 def wait_all_running(fleet, pids, timeout=20):
-    deadline = time.monotonic() + timeout
-    while True:
-        states = {}
+    def states():
+        found = {}
         for path in (fleet.runtime / "workers").glob("*.json"):
             try:
                 h = json.loads(path.read_text())
             except ValueError:
                 continue
-            states[h["pid"]] = h["state"]
-        if all(states.get(pid) == "running" for pid in pids):
-            return
-        assert time.monotonic() < deadline, states
-        time.sleep(0.05)
+            found[h["pid"]] = h["state"]
+        return found
+    wait_until(lambda: all(states().get(pid) == "running" for pid in pids), timeout,
+               f"workers {pids} running", explain=lambda: str(states()))
 
 
 def test_start_restart_and_stop_workers(broker, tmp_path):

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-# tally is imported here too for test_worker_manager_processes.py, which still imports it
-# from this module.
-from tests.helpers import (Record, distinct_values, exited, handled_seqs,  # noqa: F401
-                           parse_records, status_document, tally, wait_until)
+from tests.helpers import (Record, distinct_values, exited, handled_seqs, parse_records,
+                           status_document, wait_until)
 from tests.integration.broker import HOST, AckedPublisher, Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]

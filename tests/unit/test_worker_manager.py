@@ -14,6 +14,7 @@ from routemq.backends import ProcessBackend, WorkerHandle
 from routemq.errors import ConfigError, UsageError
 from routemq.router import Route, Router
 from routemq.worker_manager import WorkerManager
+from tests.helpers import wait_until
 from tests.processes import alive
 
 
@@ -180,10 +181,7 @@ def test_the_manager_restarts_as_run_does(tmp_path, monkeypatch):
                                                     "ROUTEMQ_RUNTIME_DIR": str(tmp_path)})
     first = manager.start_workers(3)
     try:
-        deadline = time.monotonic() + 15
-        while any(w.is_alive() for w in first):
-            assert time.monotonic() < deadline, "the stand-ins did not exit"
-            time.sleep(0.05)
+        wait_until(lambda: not any(w.is_alive() for w in first), 15, "the stand-ins' exit")
         assert manager.restart_dead_workers() == [3]
         assert manager.workers[:2] == first[:2] and manager.workers[2] is not first[2]
         assert manager.workers[2].is_alive() and started == [1, 2, 3, 3]
@@ -193,11 +191,10 @@ def test_the_manager_restarts_as_run_does(tmp_path, monkeypatch):
 
 
 def poll_until(backend, condition, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
+    def polled():
         backend.poll()
-        time.sleep(0.05)
+        return condition()
+    wait_until(polled, timeout, "the condition", interval=0.05)
 
 
 def test_a_stalled_worker_is_killed_and_restarted(tmp_path, fake_spawn, caplog):
@@ -280,10 +277,7 @@ def test_children_die_with_their_parent(tmp_path):
     try:
         parent.kill()  # SIGKILL: no code of the parent runs
         parent.wait(10)
-        deadline = time.monotonic() + 10
-        while alive(child):
-            assert time.monotonic() < deadline, "the child outlived its parent"
-            time.sleep(0.05)
+        wait_until(lambda: not alive(child), 10, "the child's end with its parent")
     finally:
         try:
             os.kill(child, signal.SIGKILL)
