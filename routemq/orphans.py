@@ -7,8 +7,8 @@ for as long as the session lives). The instances that may have a session are mar
 runtime directory (runtime.mark_session: a worker marks its instance before connecting and
 unmarks it once it ended its session). For each marked instance that is out of the plan with
 no process for `grace` seconds, the master runs a drainer (`routemq worker --instance N
---drain`, routemq.drain) that handles what the session holds, unsubscribes and ends it. A session that turns out to be
-empty or gone costs one short connection.
+--drain`, routemq.drain) that handles what the session holds, unsubscribes and ends it. A
+session that turns out to be empty or gone costs one short connection.
 
 Never while the plan leaves a route without a live holder (the whole fleet stopping, say):
 then the kept sessions are what saves the messages for the next start, and ending one would
