@@ -24,6 +24,7 @@ import time
 from collections import deque
 from typing import Callable, Mapping, Protocol, Sequence
 
+from routemq.documents import WorkerState
 from routemq.errors import EXIT_CONFIG
 from routemq.fleet import UnitState, list_worker_units, query_units, unit_name
 from routemq.notify import child_environment
@@ -38,7 +39,8 @@ STALL_AFTER = 10.0        # seconds without a health update: stalled (the unit's
 STOP_MARGIN = 10.0        # seconds on top of a worker's own stop budgets before SIGKILL
 # States in which a worker does not write its health file on schedule, by design: it waits
 # for its plan before its loop runs, or it is stopping (SIGTERM; its drain is bounded).
-NOT_JUDGED = ("starting", "joining", "stopping", "draining")
+NOT_JUDGED = (WorkerState.STARTING, WorkerState.JOINING, WorkerState.STOPPING,
+              WorkerState.DRAINING)
 PR_SET_PDEATHSIG = 1
 
 
@@ -157,13 +159,13 @@ class ProcessBackend:
         its own pid (it is still starting) nor while it says it is starting or stopping."""
         if self.paths is None:
             return None
-        doc, _ = read_health(self.paths.health(instance), instance)
-        if not doc or doc.get("pid") != handle.pid or "updated_at" not in doc \
-                or doc.get("state") in NOT_JUDGED:
+        health, _ = read_health(self.paths.health(instance), instance)
+        if health is None or health.pid != handle.pid or health.updated_at is None \
+                or health.state in NOT_JUDGED:
             self._last_change.pop(instance, None)
             return None
-        stuck = doc.get("state") == "stuck"
-        key = (handle.pid, "stuck" if stuck else doc["updated_at"])
+        stuck = health.state == WorkerState.STUCK
+        key = (handle.pid, "stuck" if stuck else health.updated_at)
         seen = self._last_change.get(instance)
         if seen is None or seen[0] != key:
             self._last_change[instance] = (key, now)

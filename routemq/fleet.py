@@ -22,8 +22,9 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
+from routemq.documents import MasterState, WorkerHealth
 from routemq.plan import Plan
 from routemq.runtime import RuntimePaths, load_plan, pid_alive, read_health_dir, read_master
 
@@ -65,8 +66,8 @@ class Snapshot:
     health_interval: float = 1.0
     plan: Plan | None = None
     plan_source: str | None = None  # "plan.json", "standalone" (from the health files)
-    master: dict[str, Any] | None = None
-    workers: dict[int, dict[str, Any]] = field(default_factory=dict)  # instance -> health
+    master: MasterState | None = None
+    workers: dict[int, WorkerHealth] = field(default_factory=dict)  # instance -> health
     pids: dict[int, bool] = field(default_factory=dict)  # pid -> the process exists
     units: dict[int, UnitState] | None = None  # None: not under systemd (or not queried)
     notes: list[str] = field(default_factory=list)
@@ -196,21 +197,22 @@ def read_fleet(source: str | Any, *, health_interval: float | None = None,
     snap.notes.extend(notes)
     snap.workers, notes = read_health_dir(paths.workers, snap.taken_at)
     snap.notes.extend(notes)
-    pids = {h["pid"] for h in snap.workers.values() if isinstance(h.get("pid"), int)}
-    if snap.master and isinstance(snap.master.get("pid"), int):
-        pids.add(snap.master["pid"])
+    pids = {h.pid for h in snap.workers.values() if h.pid is not None}
+    if snap.master is not None and snap.master.pid is not None:
+        pids.add(snap.master.pid)
     snap.pids = {pid: pid_alive(pid) for pid in sorted(pids)}
     _read_units(snap, units, systemctl)
     return snap
 
 
 def _read_units(snap: Snapshot, want: bool | None, systemctl: str) -> None:
-    backend = (snap.master or {}).get("backend")
+    master = snap.master
     if want is None:
-        want = backend == "systemd" or (snap.master is None and _has_units(systemctl))
+        want = (master is not None and master.backend == "systemd") or \
+            (master is None and _has_units(systemctl))
     if not want:
         return
-    instances = set(snap.workers) | set((snap.master or {}).get("instances", []))
+    instances = set(snap.workers) | (set(master.instances or ()) if master else set())
     if snap.plan is not None:
         instances |= set(snap.plan.assignments)
     loaded, _ = list_worker_units(systemctl)
@@ -241,8 +243,9 @@ def read_configured_fleet(config: Any, **kwargs: Any) -> Snapshot:
     if snap.plan is not None or os.path.exists(RuntimePaths(config.runtime_dir).plan) \
             or not os.path.isdir(config.runtime_dir):  # else "does not exist" says it all
         return snap
-    found = {**snap.workers, **{i: {} for i in snap.units or {} if i not in snap.workers}}
-    snap.plan = reported_plan(config.worker_count, found)
+    held = {i: () for i in snap.units or {}}
+    held.update((i, h.routes_held or ()) for i, h in snap.workers.items())
+    snap.plan = reported_plan(config.worker_count, held)
     snap.plan_source = "standalone"
     count = ("1..worker_count" if _count(config.worker_count) else
              "those with health files" + (" or units" if snap.units else ""))
@@ -259,13 +262,13 @@ def _count(worker_count: Any) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
-def reported_plan(worker_count: Any, workers: dict[int, dict[str, Any]]) -> Plan:
-    """What standalone workers hold, as far as their health files tell (pure): instances
-    1..worker_count, or (worker_count "auto") those in `workers`.
+def reported_plan(worker_count: Any, held: Mapping[int, Sequence[str]]) -> Plan:
+    """What standalone workers hold, as far as their health files tell (`held`: instance ->
+    routes_held; pure): instances 1..worker_count, or (worker_count "auto") those in `held`.
 
-        >>> reported_plan(2, {1: {"routes_held": ["a"]}, 3: {}}).assignments
+        >>> reported_plan(2, {1: ("a",), 3: ()}).assignments
         {1: ('a',), 2: ()}
     """
     count = _count(worker_count)
-    instances = range(1, count + 1) if count else sorted(workers)
-    return Plan({i: tuple(workers.get(i, {}).get("routes_held") or ()) for i in instances})
+    instances = range(1, count + 1) if count else sorted(held)
+    return Plan({i: tuple(held.get(i, ())) for i in instances})

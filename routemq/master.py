@@ -33,14 +33,14 @@ from typing import Any
 from routemq.autoscale import Autoscaler, Load, Policy
 from routemq.backends import Backend, SystemdBackend
 from routemq.errors import MasterError
-from routemq.membership import Health, Membership, gains, overlap
+from routemq.documents import MasterState, WorkerHealth, WorkerState
+from routemq.membership import Membership, gains, overlap
 from routemq.notify import Notifier
 from routemq.orphans import Orphans, drainer_spawner
 from routemq.plan import Plan, compute_plan, plan_routes, resolve_worker_count
 from routemq.router import Router
 from routemq.runtime import (FileLock, RuntimePaths, ensure_dir, lock_holder, marked_sessions,
-                             pid_alive, read_health_dir, read_plan, write_json_atomic,
-                             write_text_atomic)
+                             pid_alive, read_health_dir, read_plan, write_text_atomic)
 
 log = logging.getLogger("routemq.master")
 
@@ -62,7 +62,8 @@ class Master:
         self.notifier = Notifier()
         self.count = resolve_worker_count(workers or config.worker_count, self.routes)
         self.started_at = time.time()
-        self.membership = Membership(range(1, self.count + 1), self.started_at)
+        self.membership = Membership(range(1, self.count + 1), self.started_at,
+                                     health_interval=config.health_interval)
         self.autoscaler = Autoscaler(Policy(
             config.min_workers, config.max_workers, config.target_rate_per_worker,
             config.scale_interval, config.scale_cooldown)) if config.autoscale else None
@@ -70,8 +71,8 @@ class Master:
         self.target: Plan | None = None    # where a hand-over is going
         self.before = Plan({})              # the plan the hand-over started from
         self.handover_deadline = 0.0
-        self.health: dict[int, Health] = {}
-        self.docs: dict[int, dict[str, Any]] = {}
+        self.health: dict[int, WorkerHealth] = {}  # this tick's health files
+        self.gone: set[int] = set()  # of them: stale, and their process no longer exists
         self._cpu: dict[int, tuple[float, float, float]] = {}  # pid-time, cpu s -> cpu %
         # Drainers get the environment the workers get (under `routemq run`: the embedded
         # broker's address), which only the back end knows.
@@ -95,7 +96,8 @@ class Master:
 
     def present(self, now: float) -> set[int]:
         """Instances with a live worker right now, members or not (stopping ones too)."""
-        return {i for i, h in self.health.items() if h.fresh(now)}
+        return {i for i, h in self.health.items()
+                if h.fresh(now, self.config.health_interval)}
 
     def replan(self, now: float) -> None:
         """Plan over the current members; start a make-before-break hand-over if needed."""
@@ -144,34 +146,31 @@ class Master:
 
     def _applied(self, instance: int, generation: int) -> bool:
         h = self.health.get(instance)
-        return h is not None and (h.plan_version or 0) >= generation and h.state == "running"
+        return h is not None and (h.plan_version or 0) >= generation \
+            and h.state == WorkerState.RUNNING
 
     # --- one tick ------------------------------------------------------------------------
     def read_health(self, now: float) -> None:
-        # Unusable files come back as {}: stale to Health, so never counted alive.
-        docs, _ = read_health_dir(self.paths.workers)
-        for i, last in self.docs.items():
-            pid = last.get("pid")
-            if i not in docs and last.get("state") not in ("stopping", "draining") \
-                    and isinstance(pid, int) and pid_alive(pid):
+        # Unusable files are never fresh, so never counted alive.
+        health, _ = read_health_dir(self.paths.workers)
+        for i, last in self.health.items():
+            if i not in health and last.state not in (WorkerState.STOPPING, WorkerState.DRAINING) \
+                    and last.pid is not None and pid_alive(last.pid):
                 # Its file was deleted but its process lives (and never said it was
                 # stopping): not a clean stop. Moving its routes away and back lost
                 # messages once; the file comes back at its next write, or the old one
                 # goes stale and the instance is given up like any silent one.
-                docs[i] = last
-        self.docs = docs
-        self.health = {}
-        for i, doc in docs.items():
-            h = Health.from_doc(i, doc)
-            if not h.fresh(now) and h.pid is not None and not pid_alive(h.pid):
-                h = Health.from_doc(i, doc, process_gone=True)
-            self.health[i] = h
+                health[i] = last
+        self.health = health
+        self.gone = {i for i, h in health.items()
+                     if not h.fresh(now, self.config.health_interval) and h.pid is not None
+                     and not pid_alive(h.pid)}
 
     def tick(self, now: float) -> None:
         self.read_health(now)
         if self.backend is not None:
             self.backend.poll()
-        joined, left = self.membership.observe(now, self.health)
+        joined, left = self.membership.observe(now, self.health, self.gone)
         if joined:
             log.info("instances %s joined", sorted(joined))
         if left:
@@ -193,9 +192,8 @@ class Master:
         marked = marked_sessions(self.paths.workers)
         for i in self.orphans.tick(now, marked, members, present, covered):
             log.info("the broker session of instance %d is drained and ended", i)
-            doc = self.docs.get(i) or {}
-            pid = doc.get("pid")
-            if isinstance(pid, int) and not pid_alive(pid):
+            last = self.health.get(i)
+            if last is not None and last.pid is not None and not pid_alive(last.pid):
                 try:  # the dead process's last file: nothing will come back under it
                     os.unlink(self.paths.health(i))
                 except FileNotFoundError:
@@ -218,17 +216,17 @@ class Master:
     def load(self, now: float) -> Load:
         """The fleet's rate, mean CPU % and backlog from the fresh health files."""
         rate, cpu, backlog, counted = 0.0, 0.0, 0, 0
-        for i, doc in self.docs.items():
-            if not self.health[i].fresh(now):
+        for i, h in self.health.items():
+            if not h.fresh(now, self.config.health_interval):
                 continue
-            rate += float(doc.get("rate", 0.0))
-            backlog += int(doc.get("inflight", 0)) + int(doc.get("queued", 0))
-            cpu += self._cpu_percent(i, doc)
+            rate += h.rate or 0.0
+            backlog += (h.inflight or 0) + (h.queued or 0)
+            cpu += self._cpu_percent(i, h)
             counted += 1
         return Load(round(rate, 2), round(cpu / counted, 1) if counted else 0.0, backlog)
 
-    def _cpu_percent(self, instance: int, doc: dict[str, Any]) -> float:
-        at, used = float(doc.get("updated_at", 0.0)), float(doc.get("cpu_seconds", 0.0))
+    def _cpu_percent(self, instance: int, h: WorkerHealth) -> float:
+        at, used = float(h.updated_at or 0.0), float(h.cpu_seconds or 0.0)
         before = self._cpu.get(instance)
         percent = before[2] if before else 0.0
         if before and at > before[0] and used >= before[1]:
@@ -254,32 +252,33 @@ class Master:
             self.backend.stop(i)
         self._replan = True
 
-    def snapshot(self, now: float) -> dict[str, Any]:
+    def snapshot(self, now: float) -> MasterState:
         """master.json: what `routemq status` shows about the master."""
         written = self.written
-        return {
-            "pid": os.getpid(), "hostname": socket.gethostname(),
-            "group": self.config.mqtt_group_name,
-            "backend": self.backend.name if self.backend else "none",
-            "started_at": self.started_at, "updated_at": time.time(),
-            "plan_version": written.generation if written else 0,
-            "instances": sorted(written.assignments) if written else [],
-            "members": sorted(self.membership.members),
-            "handover": self.target is not None,
-            "restarts": {str(i): n for i, n in
-                         (self.backend.restarts() if self.backend else {}).items()},
-            "autoscaler": self.autoscaler.state() if self.autoscaler else None,
-            "load": dataclasses.asdict(self.load(now)),
-            "warnings": list(written.warnings) if written else [],
-            "sessions": self.orphans.snapshot(),
-        }
+        return MasterState(
+            pid=os.getpid(), hostname=socket.gethostname(),
+            group=self.config.mqtt_group_name,
+            backend=self.backend.name if self.backend else "none",
+            started_at=self.started_at, updated_at=time.time(),
+            plan_version=written.generation if written else 0,
+            instances=tuple(sorted(written.assignments)) if written else (),
+            members=tuple(sorted(self.membership.members)),
+            handover=self.target is not None,
+            restarts={str(i): n for i, n in
+                      (self.backend.restarts() if self.backend else {}).items()},
+            autoscaler=self.autoscaler.state() if self.autoscaler else None,
+            load=dataclasses.asdict(self.load(now)),
+            warnings=tuple(written.warnings) if written else (),
+            sessions=self.orphans.snapshot(),
+        )
 
     def report(self, now: float) -> None:
         snap = self.snapshot(now)
-        write_json_atomic(self.paths.master, snap)
+        write_text_atomic(self.paths.master, snap.to_json())
         alive = len(self.present(now) & self.membership.members)
+        rate = (snap.load or {}).get("rate", 0.0)
         self.notifier.status(f"{alive}/{len(self.membership.members)} workers alive; plan "
-                             f"generation {snap['plan_version']}; {snap['load']['rate']} msg/s")
+                             f"generation {snap.plan_version}; {rate} msg/s")
         if self.config.metrics_textfile_dir and now - self._textfile_at >= TEXTFILE_INTERVAL:
             self._textfile_at = now  # not every tick: under systemd it asks systemctl
             self._write_textfile()

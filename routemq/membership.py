@@ -4,8 +4,8 @@ The master cannot see systemd's watchdog pings or the units' start and stop even
 reads the workers' health files (runtime_dir/workers/N.json) and decides membership from
 them, tick by tick:
 
-- a fresh health file of an instance outside the plan: it joins (started by hand, by the
-  autoscaler, or a restarted host);
+- a fresh health file (WorkerHealth.fresh) of an instance outside the plan: it joins
+  (started by hand, by the autoscaler, or a restarted host);
 - state "stopping" or a vanished file of a member: it leaves (a clean stop removes the file,
   a crash does not: systemd restarts the instance and its broker session keeps its messages,
   so a crash must not move its routes);
@@ -15,10 +15,12 @@ them, tick by tick:
   after `gone_after`, when its process no longer exists (a crash that systemd or the process
   back end would have restarted within seconds: the unit failed, or the back end gave up).
 
+    >>> def h(i, state, at):
+    ...     return WorkerHealth(instance=i, state=state, updated_at=at)
     >>> m = Membership([1, 2], now=0.0)
-    >>> m.observe(1.0, {1: Health(1, "running", 1.0), 3: Health(3, "joining", 1.0)})
+    >>> m.observe(1.0, {1: h(1, "running", 1.0), 3: h(3, "joining", 1.0)})
     ({3}, set())
-    >>> m.observe(2.0, {1: Health(1, "stopping", 2.0), 3: Health(3, "running", 2.0)})
+    >>> m.observe(2.0, {1: h(1, "stopping", 2.0), 3: h(3, "running", 2.0)})
     (set(), {1})
     >>> sorted(m.members)
     [2, 3]
@@ -29,56 +31,25 @@ subscribe, the old owners keep it, so a route that moves is never without a subs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import AbstractSet, Iterable, Mapping
 
+from routemq.documents import WorkerHealth
 from routemq.plan import Plan
 
-FRESH = 5.0         # a health file younger than this comes from a live worker
 JOIN_GRACE = 30.0   # seconds a configured instance may take to write its first health file
 DEAD_AFTER = 60.0   # seconds of silence after which a member is given up
 GONE_AFTER = 20.0   # the same when its process is gone (not restarted within RestartSec)
 
 
-@dataclass(frozen=True)
-class Health:
-    """What the master needs from one health file (and whether its process still exists)."""
-
-    instance: int
-    state: str
-    updated_at: float
-    plan_version: int | None = None
-    pid: int | None = None
-    process_gone: bool = False  # the master checked: the file's pid no longer exists
-
-    @classmethod
-    def from_doc(cls, instance: int, doc: Mapping[str, Any], process_gone: bool = False
-                 ) -> Health:
-        """From a health document as read by runtime.read_health_dir; a key of the wrong
-        type counts as absent (a file with no usable updated_at is never fresh)."""
-        def typed(key: str, kind: type | tuple[type, ...]) -> Any:
-            value = doc.get(key)
-            return value if isinstance(value, kind) and not isinstance(value, bool) else None
-        updated = typed("updated_at", (int, float))
-        return cls(instance, str(doc.get("state", "?")),
-                   float(updated) if updated is not None else 0.0,
-                   typed("plan_version", int), typed("pid", int), process_gone)
-
-    def fresh(self, now: float, fresh: float = FRESH) -> bool:
-        return now - self.updated_at <= fresh
-
-    @property
-    def leaving(self) -> bool:
-        return self.state == "stopping"
-
-
 class Membership:
     """The set of planned instances, updated from health files (see the module docstring)."""
 
-    def __init__(self, configured: Iterable[int], now: float, *, fresh: float = FRESH,
+    def __init__(self, configured: Iterable[int], now: float, *, health_interval: float = 1.0,
                  join_grace: float = JOIN_GRACE, dead_after: float = DEAD_AFTER,
                  gone_after: float = GONE_AFTER) -> None:
         self.members: set[int] = set()
-        self.fresh, self.join_grace, self.dead_after = fresh, join_grace, dead_after
+        self.health_interval = health_interval  # what "fresh" means (documents.fresh_limit)
+        self.join_grace, self.dead_after = join_grace, dead_after
         self.gone_after = gone_after
         self._since: dict[int, float] = {}     # member -> when it was added
         self._seen: set[int] = set()           # members whose health file appeared
@@ -96,11 +67,13 @@ class Membership:
         self._since.pop(instance, None)
         self._seen.discard(instance)
 
-    def observe(self, now: float, health: Mapping[int, Health]) -> tuple[set[int], set[int]]:
-        """Apply one tick's health files; return (joined, left)."""
+    def observe(self, now: float, health: Mapping[int, WorkerHealth],
+                gone: AbstractSet[int] = frozenset()) -> tuple[set[int], set[int]]:
+        """Apply one tick's health files; return (joined, left). `gone`: the instances whose
+        file is stale and whose process the master found gone."""
         joined, left = set(), set()
         for i, h in health.items():
-            if i not in self.members and h.fresh(now, self.fresh) and not h.leaving:
+            if i not in self.members and h.fresh(now, self.health_interval) and not h.leaving:
                 self.add(i, now)
                 joined.add(i)
         for i in sorted(self.members - joined):
@@ -113,8 +86,8 @@ class Membership:
                 # Seen before and now gone: a clean stop. Never seen: not started (yet).
                 reason = i in self._seen or now - self._since[i] > self.join_grace
             else:
-                silent = now - max(h.updated_at, self._since[i])
-                reason = silent > (self.gone_after if h.process_gone else self.dead_after)
+                silent = now - max(h.updated_at or 0.0, self._since[i])
+                reason = silent > (self.gone_after if i in gone else self.dead_after)
             if reason:
                 self.discard(i)
                 left.add(i)

@@ -12,9 +12,9 @@ Writes are atomic (a temporary file in the same directory, then rename) with exp
 
 Reads trust nothing: every file is opened without following a symbolic link and without
 blocking (a FIFO named workers/9.json must not hang anyone), must be a regular file of bounded
-size, and its keys are checked against what the writer writes. Whatever does not pass becomes
-a one-line note ("workers/3.json: ignored invalid rate (want a number >= 0)"), never an
-exception.
+size, and becomes a typed document (routemq.documents: WorkerHealth, MasterState) whose fields
+are checked against what the writer writes. Whatever does not pass becomes a one-line note
+("workers/3.json: ignored invalid rate (want a number >= 0)"), never an exception.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
 import re
 import stat
@@ -30,6 +29,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
+from routemq.documents import MasterState, WorkerHealth
 from routemq.plan import Plan
 
 log = logging.getLogger("routemq.runtime")
@@ -37,8 +37,6 @@ log = logging.getLogger("routemq.runtime")
 DIR_MODE, FILE_MODE = 0o755, 0o644
 MAX_DOC_BYTES = 1 << 20    # a health file or master.json is a few kB
 MAX_PLAN_BYTES = 16 << 20  # thousands of routes on hundreds of instances fit easily
-CLOCK_SKEW = 5.0           # seconds a file's updated_at may be ahead of our clock
-MASTER_FRESH = 5.0         # master.json younger than this (seconds): its master is running
 
 
 class RuntimePaths:
@@ -163,154 +161,26 @@ def load_json(path: str, name: str, limit: int = MAX_DOC_BYTES) -> tuple[Any, st
         return None, f"{name}: not valid JSON ({exc})"
 
 
-def read_json(path: str) -> Any:
-    """The document at `path`, or None when it is missing or unusable."""
-    return load_json(path, os.path.basename(path))[0]
-
-
-# --- what the documents may hold (pure) -------------------------------------------------------
-
-Check = tuple[Callable[[Any], bool], str]  # (the test, what a good value is)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63
-
-
-def _is_number(v: Any) -> bool:
-    # bool is no number; an int too large for a float would raise in float() later
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-COUNT: Check = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
-POSITIVE: Check = (lambda v: _is_int(v) and v > 0, "an integer > 0")
-AMOUNT: Check = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
-TEXT: Check = (lambda v: isinstance(v, str), "a string")
-FLAG: Check = (lambda v: isinstance(v, bool), "true or false")
-TEXTS: Check = (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-                "a list of strings")
-
-
-def _object_of(fields: dict[str, Check], what: str) -> Check:
-    """An object whose values are objects; the listed fields, where present, pass."""
-    def test(v: Any) -> bool:
-        return isinstance(v, dict) and all(
-            isinstance(entry, dict) and all(f[0](entry[k]) for k, f in fields.items()
-                                            if k in entry)
-            for entry in v.values())
-    return test, what
-
-
-ROUTE_STATS = {"processed": COUNT, "errors": COUNT, "avg_ms": AMOUNT, "p50_ms": AMOUNT,
-               "p99_ms": AMOUNT, "max_ms": AMOUNT}
-# Worker.health() and WorkerMetrics.snapshot(). Keys not listed pass unchecked: a newer
-# writer's addition is the business of its reader.
-HEALTH: dict[str, Check] = {
-    "instance": POSITIVE, "pid": POSITIVE, "client_id": TEXT, "state": TEXT,
-    "state_since": AMOUNT, "connected": FLAG, "subscriptions": TEXTS, "routes_held": TEXTS,
-    "inflight": COUNT, "queued": COUNT, "reconnects": COUNT, "rss_bytes": COUNT,
-    "cpu_seconds": AMOUNT, "started_at": AMOUNT, "updated_at": AMOUNT, "plan_version": COUNT,
-    "received": COUNT, "processed": COUNT, "errors": COUNT, "unrouted": COUNT,
-    "rejected": COUNT, "rate": AMOUNT,
-    "routes": _object_of(ROUTE_STATS, "an object of per-route figures"),
-}
-# Master.snapshot().
-MASTER: dict[str, Check] = {
-    "pid": POSITIVE, "hostname": TEXT, "group": TEXT, "backend": TEXT,
-    "started_at": AMOUNT, "updated_at": AMOUNT, "plan_version": COUNT,
-    "instances": (lambda v: isinstance(v, list), "a list"),  # entries filtered below
-    "members": (lambda v: isinstance(v, list), "a list"),
-    "handover": FLAG,
-    "restarts": (lambda v: isinstance(v, dict) and all(COUNT[0](n) for n in v.values()),
-                 "an object of counts"),
-    "autoscaler": (lambda v: v is None or isinstance(v, dict), "an object or null"),
-    "load": (lambda v: isinstance(v, dict) and all(AMOUNT[0](v[k]) for k in
-                                                   ("rate", "cpu_percent", "backlog") if k in v),
-             "an object of numbers >= 0"),
-    "warnings": TEXTS,
-    "sessions": _object_of({"state": TEXT, "since": AMOUNT, "detail": TEXT},
-                           'an object of {"state", "since", "detail"}'),
-}
-
-
-def clean(doc: dict[str, Any], checks: dict[str, Check]) -> tuple[dict[str, Any], list[str]]:
-    """`doc` without the keys whose value fails its check, and one phrase per dropped key."""
-    bad = [k for k, (test, _) in checks.items() if k in doc and not test(doc[k])]
-    return ({k: v for k, v in doc.items() if k not in bad},
-            [f"{k} (want {checks[k][1]})" for k in bad])
-
-
-def _future(doc: dict[str, Any], now: float) -> str | None:
-    updated = doc.get("updated_at")
-    if isinstance(updated, (int, float)) and updated > now + CLOCK_SKEW:
-        return (f"updated_at is {updated - now:.0f}s in the future (more than the "
-                f"{CLOCK_SKEW:.0f}s allowed for clock skew); ignored")
-    return None
-
-
-def check_health(doc: Any, name: str, instance: int, now: float
-                 ) -> tuple[dict[str, Any], list[str]]:
-    """A worker's health document made safe to use: {} when it is unusable as a whole
-    (status shows the instance, nothing counts it alive), else every key of the wrong type
-    dropped. The file name says which instance it is."""
-    if not isinstance(doc, dict):
-        return {}, [f"{name}: not a JSON object"]
-    doc, bad = clean(doc, HEALTH)
-    future = _future(doc, now)
-    if future:
-        return {}, [f"{name}: {future}"]
-    notes = []
-    missing = [k for k in ("pid", "updated_at") if k not in doc and not
-               any(b.startswith(k + " ") for b in bad)]
-    if missing or bad:
-        notes.append(f"{name}: " + "; ".join(
-            ([f"missing {', '.join(missing)}"] if missing else [])
-            + ([f"ignored invalid {', '.join(bad)}"] if bad else [])))
-    if doc.get("instance", instance) != instance:
-        notes.append(f"{name}: says instance {doc.get('instance')!r}; the file name wins")
-    doc["instance"] = instance
-    return doc, notes
-
-
-def check_master(doc: Any, now: float) -> tuple[dict[str, Any] | None, list[str]]:
-    """master.json made safe to use: None when unusable, else bad keys dropped and
-    instances / members reduced to positive integers."""
-    name = "master.json"
-    if not isinstance(doc, dict):
-        return None, [f"{name}: not a JSON object"]
-    doc, bad = clean(doc, MASTER)
-    future = _future(doc, now)
-    if future:
-        return None, [f"{name}: {future}"]
-    notes = [f"{name}: ignored invalid {', '.join(bad)}"] if bad else []
-    for key in ("instances", "members"):
-        if key in doc:
-            good = [i for i in doc[key] if POSITIVE[0](i)]
-            if len(good) != len(doc[key]):
-                notes.append(f"{name}: {key} holds something other than positive integers")
-            doc[key] = sorted(set(good))
-    return doc, notes
-
-
-# --- the documents ----------------------------------------------------------------------------
+# --- the documents (routemq.documents says what they may hold) --------------------------------
 
 def read_health(path: str, instance: int, now: float | None = None
-                ) -> tuple[dict[str, Any] | None, list[str]]:
-    """Worker `instance`'s health file: (None, []) when there is none, ({}, notes) when it
-    cannot be used, else the checked document and notes on what was dropped."""
+                ) -> tuple[WorkerHealth | None, list[str]]:
+    """Worker `instance`'s health file: (None, []) when there is none, an unusable
+    WorkerHealth and a note when it cannot be used, else the checked document and notes on
+    what was ignored."""
     name = f"workers/{os.path.basename(path)}"
     doc, note = load_json(path, name)
     if note:
-        return {}, [note]
+        return WorkerHealth.unusable(instance), [note]
     if doc is None:
         return None, []
-    return check_health(doc, name, instance, time.time() if now is None else now)
+    return WorkerHealth.from_doc(doc, instance, time.time() if now is None else now, name)
 
 
 def read_health_dir(directory: str, now: float | None = None
-                    ) -> tuple[dict[int, dict[str, Any]], list[str]]:
-    """Each workers/<N>.json as instance -> checked document ({} when unusable). Other names
-    (temporaries, locks) are skipped."""
+                    ) -> tuple[dict[int, WorkerHealth], list[str]]:
+    """Each workers/<N>.json as instance -> WorkerHealth (unusable ones included). Other
+    names (temporaries, locks, session markers) are skipped."""
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -318,7 +188,7 @@ def read_health_dir(directory: str, now: float | None = None
     except OSError as exc:
         return {}, [f"workers/: cannot list: {exc.strerror or exc}"]
     now = time.time() if now is None else now
-    workers: dict[int, dict[str, Any]] = {}
+    workers: dict[int, WorkerHealth] = {}
     notes: list[str] = []
     for name in sorted(names, key=lambda n: (len(n), n)):
         stem, dot, ext = name.partition(".")
@@ -333,12 +203,12 @@ def read_health_dir(directory: str, now: float | None = None
     return workers, notes
 
 
-def read_master(path: str, now: float | None = None) -> tuple[dict[str, Any] | None, list[str]]:
-    """master.json checked (see check_master); (None, notes) when missing or unusable."""
+def read_master(path: str, now: float | None = None) -> tuple[MasterState | None, list[str]]:
+    """master.json checked (MasterState.from_doc); (None, notes) when missing or unusable."""
     doc, note = load_json(path, "master.json")
     if doc is None:
         return None, [note] if note else []
-    return check_master(doc, time.time() if now is None else now)
+    return MasterState.from_doc(doc, time.time() if now is None else now)
 
 
 # --- the plan ---------------------------------------------------------------------------------
@@ -408,11 +278,10 @@ def read_plan(path: str, trusted_only: bool = False) -> Plan | None:
 def running_master(paths: RuntimePaths, now: float) -> int | None:
     """The pid of the master that owns this runtime directory now (its process exists and
     master.json is fresh), else None."""
-    doc, _ = read_master(paths.master, now)
-    pid, updated = (doc or {}).get("pid"), (doc or {}).get("updated_at")
-    if pid is None or updated is None:
+    master, _ = read_master(paths.master, now)
+    if master is None or master.pid is None or not master.fresh(now):
         return None
-    return pid if now - updated < MASTER_FRESH and pid_alive(pid) else None
+    return master.pid if pid_alive(master.pid) else None
 
 
 def master_lock_holder(paths: RuntimePaths) -> int | None:

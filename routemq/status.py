@@ -6,10 +6,11 @@ guide" below), built from a fleet Snapshot without I/O.
     print(status_text.render_table(status))  # `routemq status`
     sys.exit(exit_code(status))           # 0 healthy, 1 degraded, 3 unhealthy
 
-Who is alive: a worker whose process exists and whose health file was rewritten within
-max(3 x health_interval, 5 s); under systemd its unit must also be active. A planned instance
-with no health file is "missing"; a crashed worker leaves a stale file ("dead" when its pid is
-gone, "stale" when the pid exists but the file is old: hung, or the pid was reused).
+Who is alive: a worker whose process exists and whose health file is fresh (rewritten within
+max(3 x health_interval, 5 s): documents.fresh_limit); under systemd its unit must also be
+active. A planned instance with no health file is "missing"; a crashed worker leaves a stale
+file ("dead" when its pid is gone, "stale" when the pid exists but the file is old: hung, or
+the pid was reused); a file that cannot be used at all is "unreadable".
 
 Who is healthy: an alive worker, connected to the broker, in state "running" (or still
 starting, "joining" / "subscribing", for at most STARTUP_GRACE seconds).
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from routemq.documents import MasterState, WorkerHealth, WorkerState
 from routemq.errors import EXIT_FAILURE, EXIT_INACTIVE, EXIT_OK
 from routemq.fleet import Snapshot, UnitState, unit_name
 
@@ -44,16 +46,12 @@ EXIT_CODES = {HEALTHY: EXIT_OK, DEGRADED: EXIT_FAILURE, UNHEALTHY: EXIT_INACTIVE
 # A worker waits up to 15 s for a plan naming it (worker.PLAN_WAIT), then connects and
 # subscribes: that long it is starting, not failing. Under systemd (Type=notify) the unit is
 # "activating/start" until READY=1, then "starting" until the new process's health file.
-STARTING_STATES = ("starting", "joining", "subscribing", "activating/start")
+STARTING_STATES = (WorkerState.STARTING, WorkerState.JOINING, WorkerState.SUBSCRIBING,
+                   "activating/start")
 STARTUP_GRACE = 30.0
 NOT_ALIVE = {"missing": "no health file", "dead": "pid {pid} is gone",
              "stale": "health file not updated for {health_age_s}s",
              "unreadable": "its health file cannot be used"}
-
-
-def freshness_limit(health_interval: float) -> float:
-    """Seconds after which a health file is stale: three missed writes, at least 5 s."""
-    return max(3 * health_interval, 5.0)
 
 
 def overall_health(healthy: int, planned: int) -> dict[str, Any]:
@@ -72,14 +70,13 @@ def exit_code(status: Mapping[str, Any]) -> int:
     return EXIT_CODES[status["health"]["status"]]
 
 
-def classify(health: Mapping[str, Any] | None, pid_alive: bool | None, unit: UnitState | None,
+def classify(health: WorkerHealth | None, pid_alive: bool | None, unit: UnitState | None,
              now: float, health_interval: float) -> tuple[bool, str]:
     """(alive, state) of one instance.
 
-        >>> classify({"pid": 7, "updated_at": 100.0, "state": "running"}, True, None, 101, 1)
-        (True, 'running')
-        >>> classify({"pid": 7, "updated_at": 100.0, "state": "running"}, False, None, 101, 1)
-        (False, 'dead')
+        >>> h = WorkerHealth(instance=1, pid=7, updated_at=100.0, state=WorkerState.RUNNING)
+        >>> classify(h, True, None, 101, 1), classify(h, False, None, 101, 1)
+        ((True, 'running'), (False, 'dead'))
     """
     if unit is not None and not unit.active:
         # systemd's word first: failed, activating (starting or auto-restart), inactive.
@@ -87,16 +84,15 @@ def classify(health: Mapping[str, Any] | None, pid_alive: bool | None, unit: Uni
             else f"{unit.active_state}/{unit.sub_state}"
     if health is None:
         return False, "missing" if unit is None else "starting"
-    updated = health.get("updated_at")
-    if not isinstance(health.get("pid"), int) or not isinstance(updated, (int, float)):
+    if health.pid is None or health.updated_at is None:  # an unusable file has neither
         return False, "unreadable"
-    if unit is not None and unit.main_pid and health.get("pid") != unit.main_pid:
+    if unit is not None and unit.main_pid and health.pid != unit.main_pid:
         return False, "starting"  # systemd restarted it; the file is the old process's
     if not pid_alive:
         return False, "dead"
-    if now - updated > freshness_limit(health_interval):
+    if not health.fresh(now, health_interval):
         return False, "stale"
-    return True, str(health.get("state", "unknown"))
+    return True, str(health.state or "unknown")
 
 
 def instance_problem(row: Mapping[str, Any]) -> str | None:
@@ -122,25 +118,24 @@ def instance_problem(row: Mapping[str, Any]) -> str | None:
         return f"{name} is not alive: {state}" + (f" ({why.format(**row)})" if why else "")
     if not row["connected"]:
         return f"{name} is not connected to the broker ({state})"
-    if state == "stuck":
+    if state == WorkerState.STUCK:
         return f"{name} has a handler stuck past handler_timeout"
-    if state != "running":
+    if state != WorkerState.RUNNING:
         return f"{name} is {state}, not running"
     return None
 
 
-def _latency(routes: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    """(count-weighted average, worst p99) over a health file's per-route figures, in ms."""
+def _latency(routes: Mapping[str, Mapping[str, float]]) -> tuple[float | None, float | None]:
+    """(count-weighted average, worst p99) over a health file's per-route figures, in ms
+    (checked by WorkerHealth.from_doc: each present figure is a number)."""
     total = weighted = 0.0
     worst = None
     for stats in routes.values():
-        if not isinstance(stats, Mapping):
-            continue
-        n = _num(stats.get("processed")) + _num(stats.get("errors"))
+        n = stats.get("processed", 0) + stats.get("errors", 0)
         if n:
             total += n
-            weighted += n * _num(stats.get("avg_ms"))
-            worst = max(worst or 0.0, _num(stats.get("p99_ms")))
+            weighted += n * stats.get("avg_ms", 0)
+            worst = max(worst or 0.0, stats.get("p99_ms", 0))
     return (round(weighted / total, 3) if total else None), worst
 
 
@@ -148,12 +143,11 @@ def _num(value: Any) -> float:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
-def _number(value: Any) -> float | None:
-    """The value when it is a number (a bool is none), else None."""
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _age(now: float, since: float | None) -> float | None:
+    return round(max(now - since, 0.0), 1) if since is not None else None
 
 
-def _state_for(health: Mapping[str, Any], state: str, unit: UnitState | None, snap: Snapshot,
+def _state_for(health: WorkerHealth, state: str, unit: UnitState | None, snap: Snapshot,
                now: float) -> float | None:
     """Seconds in the current state, where it is known: the file's state_since when the
     worker writes it; a starting state began when the process did (started_at, from the
@@ -161,72 +155,70 @@ def _state_for(health: Mapping[str, Any], state: str, unit: UnitState | None, sn
     if unit is not None and state == "starting":
         return round(snap.monotonic - unit.active_since, 1) \
             if unit.active_since is not None else None
-    if unit is not None and (not unit.main_pid or health.get("pid") != unit.main_pid):
+    if unit is not None and (not unit.main_pid or health.pid != unit.main_pid):
         return None  # the file is an earlier process's
-    since = _number(health.get("state_since"))
+    since = health.state_since
     if since is None and state in STARTING_STATES:
-        since = _number(health.get("started_at"))
-    return round(max(now - since, 0.0), 1) if since is not None else None
+        since = health.started_at
+    return _age(now, since)
 
 
-def _restarts(instance: int, unit: UnitState | None, master: Mapping[str, Any] | None
+def _restarts(instance: int, unit: UnitState | None, master: MasterState | None
               ) -> int | None:
     if unit is not None:
         return unit.restarts
-    master = master or {}
     # The process back end lists only instances it restarted; others have 0. Without a
     # back end that restarts (standalone, backend "none"), nobody counts: unknown.
-    default = 0 if master.get("backend") == "processes" else None
-    value = (master.get("restarts") or {}).get(str(instance), default)
-    return value if isinstance(value, int) else default
+    default = 0 if master is not None and master.backend == "processes" else None
+    restarts = master.restarts if master is not None else None
+    return (restarts or {}).get(str(instance), default)
 
 
-def _worker_row(instance: int, planned: bool, health: Mapping[str, Any] | None, snap: Snapshot,
+def _worker_row(instance: int, planned: bool, health: WorkerHealth | None, snap: Snapshot,
                 now: float) -> dict[str, Any]:
     unit = (snap.units or {}).get(instance)
-    h = health or {}
-    file_pid = h.get("pid") if isinstance(h.get("pid"), int) else None
+    h = health if health is not None else WorkerHealth.unusable(instance)
+    file_pid = h.pid
     alive, state = classify(health, snap.pids.get(file_pid) if file_pid else None, unit, now,
                             snap.health_interval)
     # systemd knows the current process even before it wrote its first health file.
     pid = unit.main_pid if unit is not None and unit.main_pid else file_pid
-    started, updated = h.get("started_at"), h.get("updated_at")
-    uptime = updated - started if isinstance(started, (int, float)) and \
-        isinstance(updated, (int, float)) and updated > started else None
-    cpu = h.get("cpu_seconds")
-    routes = h.get("routes") if isinstance(h.get("routes"), Mapping) else {}
+    started, updated = h.started_at, h.updated_at
+    uptime = updated - started if started is not None and updated is not None \
+        and updated > started else None
+    cpu = h.cpu_seconds
+    routes = h.routes or {}
     avg, p99 = _latency(routes)
-    rss = h.get("rss_bytes")
+    rss = h.rss_bytes
     row = {
         "instance": instance, "planned": planned, "pid": pid or None, "alive": alive,
         "state": state, "state_for_s": _state_for(h, state, unit, snap, now)
         if alive or state in STARTING_STATES else None,
         "restarts": _restarts(instance, unit, snap.master),
         # Only a worker that says it is connected is: a missing or odd value is not.
-        "connected": alive and h.get("connected") is True,
+        "connected": alive and h.connected is True,
         # A dead worker's last rate is history, not load.
-        "rate": _num(h.get("rate")) if alive else 0.0,
-        "received": h.get("received"), "processed": h.get("processed"),
-        "errors": h.get("errors"), "unrouted": h.get("unrouted"), "rejected": h.get("rejected"),
+        "rate": (h.rate or 0) if alive else 0.0,
+        "received": h.received, "processed": h.processed,
+        "errors": h.errors, "unrouted": h.unrouted, "rejected": h.rejected,
         "latency_avg_ms": avg, "latency_p99_ms": p99,
-        "inflight": h.get("inflight"), "queued": h.get("queued"),
+        "inflight": h.inflight, "queued": h.queued,
         "rss_bytes": rss if isinstance(rss, int) and rss > 0 else None,
         "memory_mb": round(rss / 2**20, 1) if isinstance(rss, int) and rss > 0 else None,
-        "cpu_seconds": cpu if isinstance(cpu, (int, float)) else None,
-        "cpu_percent": round(cpu / uptime * 100, 1) if uptime and isinstance(cpu, (int, float))
-        else None,
+        "cpu_seconds": cpu,
+        "cpu_percent": round(cpu / uptime * 100, 1) if uptime and cpu is not None else None,
         "uptime_s": round(uptime, 1) if uptime else None,
-        "health_age_s": round(now - updated, 1) if isinstance(updated, (int, float)) else None,
-        "reconnects": h.get("reconnects"),
-        "routes_held": list(h.get("routes_held") or []),
-        "plan_version": h.get("plan_version"),
-        "client_id": h.get("client_id"),
+        "health_age_s": round(now - updated, 1) if updated is not None else None,
+        "reconnects": h.reconnects,
+        "routes_held": list(h.routes_held or []),
+        "plan_version": h.plan_version,
+        "client_id": h.client_id,
         "unit": None if unit is None else {
             "name": unit_name(instance), "active_state": unit.active_state,
             "sub_state": unit.sub_state, "restarts": unit.restarts, "main_pid": unit.main_pid,
             "active_for_s": round(snap.monotonic - unit.active_since, 1)
             if unit.active_since is not None else None},
-        "routes": {k: dict(v) for k, v in routes.items() if isinstance(v, Mapping)},
+        "routes": {k: dict(v) for k, v in routes.items()},
     }
     row["problem"] = instance_problem(row)
     row["healthy"] = row["problem"] is None
@@ -234,9 +226,8 @@ def _worker_row(instance: int, planned: bool, health: Mapping[str, Any] | None, 
 
 
 def _planned_instances(snap: Snapshot) -> tuple[list[int], str | None]:
-    instances = (snap.master or {}).get("instances")
-    if isinstance(instances, list) and snap.master is not None:
-        return sorted(instances), "master.json"
+    if snap.master is not None and snap.master.instances is not None:
+        return sorted(snap.master.instances), "master.json"
     if snap.plan is not None:
         return sorted(snap.plan.assignments), snap.plan_source
     if snap.units:
@@ -279,22 +270,21 @@ def _master_section(snap: Snapshot, now: float) -> dict[str, Any] | None:
     m = snap.master
     if m is None:
         return None
-    updated, pid = _number(m.get("updated_at")), m.get("pid")
-    fresh = updated is not None and now - updated <= freshness_limit(snap.health_interval)
+    pid, fresh = m.pid, m.fresh(now, snap.health_interval)
     pid_alive = bool(pid and snap.pids.get(pid))
-    started = _number(m.get("started_at"))
     return {
         "pid": pid, "alive": pid_alive and fresh,
         # running; dead (pid gone); stale (pid there, master.json old: hung); unknown (no pid)
         "state": "running" if pid_alive and fresh else "stale" if pid_alive
         else "dead" if pid else "unknown",
-        "hostname": m.get("hostname"), "group": m.get("group"), "backend": m.get("backend"),
-        "plan_version": m.get("plan_version"), "instances": m.get("instances"),
-        "uptime_s": round(now - started, 1) if started is not None else None,
-        "updated_age_s": round(now - updated, 1) if updated is not None else None,
-        "autoscaler": m.get("autoscaler"),
-        "handover": bool(m.get("handover")),  # a plan change is being applied
-        "warnings": [w for w in m.get("warnings", []) if isinstance(w, str)],
+        "hostname": m.hostname, "group": m.group, "backend": m.backend,
+        "plan_version": m.plan_version,
+        "instances": list(m.instances) if m.instances is not None else None,
+        "uptime_s": round(now - m.started_at, 1) if m.started_at is not None else None,
+        "updated_age_s": round(now - m.updated_at, 1) if m.updated_at is not None else None,
+        "autoscaler": m.autoscaler,
+        "handover": bool(m.handover),  # a plan change is being applied
+        "warnings": list(m.warnings or ()),
     }
 
 
@@ -325,28 +315,23 @@ def _master_problem(master: Mapping[str, Any] | None, expected: str | None) -> s
     return f"master (pid {master['pid']}) is not running: {updated}"
 
 
-def _sessions_section(snap: Snapshot, now: float) -> tuple[list[dict[str, Any]], list[str]]:
+def _sessions_section(snap: Snapshot, now: float) -> list[dict[str, Any]]:
     """master.json's "sessions": planned-out instances whose broker session still holds
-    their share (each one is a reason to be unhealthy). An entry that cannot be read is
-    still a session: only its details are unknown. Absent (older masters): none."""
-    raw = (snap.master or {}).get("sessions")
-    if raw is None:
-        return [], []
-    if not isinstance(raw, Mapping):
-        return [], ["master.json: sessions is not an object, ignored"]
+    their share (each one is a reason to be unhealthy). An entry without details is still a
+    session: only its details are unknown. Absent (older masters, or not readable: a note
+    says so): none."""
+    sessions = snap.master.sessions if snap.master is not None else None
     rows = []
-    for key in sorted(raw, key=lambda k: (len(str(k)), str(k))):
-        entry = raw[key] if isinstance(raw[key], Mapping) else {}
-        since, state, detail = _number(entry.get("since")), entry.get("state"), \
-            entry.get("detail")
+    for key in sorted(sessions or {}, key=lambda k: (len(k), k)):
+        entry = sessions[key]  # its fields checked by MasterState.from_doc
+        since, state, detail = entry.get("since"), entry.get("state"), entry.get("detail")
         rows.append({
-            "instance": int(key) if str(key).isdigit() else str(key),
-            "state": state if isinstance(state, str) and state else "unknown",
-            "since": since, "age_s": round(max(now - since, 0.0), 1) if since is not None else None,
+            "instance": int(key) if key.isdigit() else key,
+            "state": state or "unknown",
+            "since": since, "age_s": _age(now, since),
             # One line, bounded: the text comes from a file, it goes to a terminal.
-            "detail": detail.splitlines()[0][:200] if isinstance(detail, str) and
-            detail.strip() else None})
-    return rows, []
+            "detail": detail.splitlines()[0][:200] if detail and detail.strip() else None})
+    return rows
 
 
 def _session_problem(session: Mapping[str, Any]) -> str:
@@ -392,11 +377,11 @@ def _health(workers: list[dict[str, Any]], routes: list[dict[str, Any]],
 
 
 def _warnings(snap: Snapshot, master: dict[str, Any] | None, workers: list[dict[str, Any]],
-              routes: list[dict[str, Any]], reasons: list[str], notes: list[str]) -> list[str]:
+              routes: list[dict[str, Any]], reasons: list[str]) -> list[str]:
     """Everything worth a look: the health reasons first, then what does not decide health
     (unreadable files, plan warnings, instances outside the plan or starting, plan
     versions, routes held elsewhere than planned)."""
-    out = list(reasons) + list(snap.notes) + notes
+    out = list(reasons) + list(snap.notes)
     if snap.plan is not None:
         out.extend(snap.plan.warnings)
     if master is not None:  # the master repeats its plan's warnings: each is said once
@@ -448,14 +433,15 @@ def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
     A worked example: four planned workers on one shared route; worker 4 lost the broker.
 
         >>> from routemq.plan import Plan
-        >>> def health(i, connected=True, state="running"):
-        ...     return {"pid": 100 + i, "updated_at": 99.5, "started_at": 50.0,
-        ...             "state": state, "connected": connected, "routes_held": ["shared:a"]}
+        >>> def health(i, connected=True, state=WorkerState.RUNNING):
+        ...     return WorkerHealth(instance=i, pid=100 + i, updated_at=99.5, started_at=50.0,
+        ...                         state=state, connected=connected, routes_held=("shared:a",))
         >>> snap = Snapshot(runtime_dir="/run/routemq", taken_at=100.0, monotonic=0.0,
         ...                 hostname="h", plan=Plan({i: ("shared:a",) for i in (1, 2, 3, 4)}),
         ...                 plan_source="standalone", pids={i: True for i in (101, 102, 103)},
         ...                 workers={i: health(i) for i in (1, 2, 3)})
-        >>> snap.workers[4], snap.pids[104] = health(4, False, "reconnecting"), True
+        >>> snap.workers[4] = health(4, False, WorkerState.RECONNECTING)
+        >>> snap.pids[104] = True
         >>> s = build_status(snap)
         >>> s["health"]["status"], s["health"]["healthy_workers"], exit_code(s)
         ('degraded', 3, 1)
@@ -464,7 +450,8 @@ def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
 
     The broker goes away for all of them: nobody serves shared:a.
 
-        >>> snap.workers = {i: health(i, False, "waiting for broker") for i in (1, 2, 3, 4)}
+        >>> snap.workers = {i: health(i, False, WorkerState.WAITING_FOR_BROKER)
+        ...                 for i in (1, 2, 3, 4)}
         >>> s = build_status(snap)
         >>> s["health"]["status"], exit_code(s), s["health"]["reasons"][0]
         ('unhealthy', 3, 'no worker is connected to the broker')
@@ -478,16 +465,17 @@ def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
     routes = _routes_section(snap, workers)
     master = _master_section(snap, now)
     expected = _master_expected(snap)
-    sessions, session_notes = _sessions_section(snap, now)
+    sessions = _sessions_section(snap, now)
     health = _health(workers, routes, _master_problem(master, expected), sessions)
     in_plan = [w for w in workers if w["planned"]]
-    backend = (snap.master or {}).get("backend") or ("systemd" if snap.units else "standalone")
+    m = snap.master or MasterState()
+    group = m.group or snap.group
     return {
         "generated_at": now,
-        "host": (snap.master or {}).get("hostname") or snap.hostname,
-        "group": (snap.master or {}).get("group") or snap.group,
+        "host": m.hostname or snap.hostname,
+        "group": group,
         "runtime_dir": snap.runtime_dir,
-        "backend": backend,
+        "backend": m.backend or ("systemd" if snap.units else "standalone"),
         "plan_source": source,
         "master_expected": expected,
         "overview": {
@@ -497,7 +485,7 @@ def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
             "running_unplanned": sum(1 for w in workers if w["alive"] and not w["planned"]),
             "routes": len(routes), "shared_routes": sum(1 for r in routes if r["shared"]),
             "undrained_sessions": len(sessions),
-            "group_name": (snap.master or {}).get("group") or snap.group,
+            "group_name": group,
             "processed": sum(_num(w["processed"]) for w in workers),
             "errors": sum(_num(w["errors"]) for w in workers),
             "rate": round(sum(w["rate"] for w in workers), 2),
@@ -507,5 +495,5 @@ def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
         "routes": routes,
         "master": master,
         "sessions": sessions,
-        "warnings": _warnings(snap, master, workers, routes, health["reasons"], session_notes),
+        "warnings": _warnings(snap, master, workers, routes, health["reasons"]),
     }

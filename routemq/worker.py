@@ -33,6 +33,7 @@ from typing import Any, Coroutine
 
 from routemq.assignment import Assignment
 from routemq.dispatcher import Dispatcher, dead_letter_publisher
+from routemq.documents import WorkerHealth, WorkerState
 from routemq.membership import Release, release_on_stop
 from routemq.metrics import WorkerMetrics, process_usage
 from routemq.mqtt import Message, MqttClient
@@ -42,7 +43,7 @@ from routemq.plan import Plan
 from routemq.registry import load_router
 from routemq.router import Router
 from routemq.runtime import (FileLock, RuntimePaths, lock_holder, mark_session, read_plan,
-                             running_master, unmark_session, write_json_atomic)
+                             running_master, unmark_session, write_text_atomic)
 from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
                              until_quiet)
 from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
@@ -62,7 +63,7 @@ class Worker:
         self.paths = RuntimePaths(config.runtime_dir)
         self.notifier = Notifier()
         self.metrics = WorkerMetrics()
-        self._state = "starting"
+        self._state = WorkerState.STARTING
         self.state_since = time.time()  # `routemq status` tells a long "joining" from a start
         self.reconnects = 0
         self.started_at = time.time()
@@ -97,11 +98,11 @@ class Worker:
                                               self.client_id))
 
     @property
-    def state(self) -> str:
+    def state(self) -> WorkerState:
         return self._state
 
     @state.setter
-    def state(self, value: str) -> None:
+    def state(self, value: WorkerState) -> None:
         if value != self._state:
             self._state, self.state_since = value, time.time()
 
@@ -132,7 +133,7 @@ class Worker:
     def _on_connect(self, session_present: bool, reason: int) -> None:
         log.info("connected to %s (session present: %s)", self.client.options.url,
                  session_present)
-        self.state = "subscribing" if not self._ready_sent else "running"
+        self.state = WorkerState.RUNNING if self._ready_sent else WorkerState.SUBSCRIBING
         self.subs.resubscribe(session_present)
 
     def _refused(self, reason: int) -> None:
@@ -140,7 +141,7 @@ class Worker:
         self._stop.set()
 
     def _subscribed_all(self) -> None:
-        self.state = "running"
+        self.state = WorkerState.RUNNING
         self.plan_version = self.assignment.generation
         if not self._ready_sent:
             self._ready_sent = True
@@ -148,16 +149,16 @@ class Worker:
             log.info("ready: %d subscriptions", len(self.subs.subscribed))
 
     def _on_connect_failed(self, reason: str) -> None:
-        self.state = "waiting for broker"
+        self.state = WorkerState.WAITING_FOR_BROKER
         log.warning("%s; retrying", reason)
         self.notifier.status(f"waiting for broker: {reason}")
 
     def _on_disconnect(self, reason: str) -> None:
-        if self.state == "draining":
+        if self.state == WorkerState.DRAINING:
             log.info("%s", reason)  # our own DISCONNECT at the end of a drain
             return
         self.reconnects += 1
-        self.state = "reconnecting"
+        self.state = WorkerState.RECONNECTING
         log.warning("%s; reconnecting", reason)
         self.notifier.status(f"reconnecting to {self.client.options.url}: {reason}")
 
@@ -185,8 +186,8 @@ class Worker:
         while not self._stop.is_set():
             if not self.dispatcher.stuck():
                 self.notifier.watchdog()
-            elif self.state != "stuck":
-                self.state = "stuck"
+            elif self.state != WorkerState.STUCK:
+                self.state = WorkerState.STUCK
                 log.error("a handler is stuck past handler_timeout; no more watchdog pings")
             now = time.monotonic()
             if now - last_health >= self.config.health_interval:
@@ -201,28 +202,29 @@ class Worker:
             except TimeoutError:
                 pass
 
-    def status_line(self, health: dict[str, Any] | None = None) -> str:
+    def status_line(self, health: WorkerHealth | None = None) -> str:
         h = health or self.health()
-        return (f"{h['state']}; {len(h['routes_held'])} routes; {h['rate']} msg/s; "
-                f"processed {h['processed']}; errors {h['errors']}")
+        return (f"{h.state}; {len(h.routes_held or ())} routes; {h.rate} msg/s; "
+                f"processed {h.processed}; errors {h.errors}")
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> WorkerHealth:
+        """This worker's health file (written every health_interval)."""
         rss, cpu = process_usage()
-        return {
-            "instance": self.instance, "pid": os.getpid(), "client_id": self.client_id,
-            "state": self.state, "state_since": self.state_since,
-            "connected": self.client.connected,
-            "subscriptions": self.subs.filters(),
-            "routes_held": [r.key for r in self.subs.held],
-            "inflight": self.dispatcher.inflight, "queued": self.dispatcher.queued,
-            "reconnects": self.reconnects, "rss_bytes": rss, "cpu_seconds": cpu,
-            "started_at": self.started_at, "updated_at": time.time(),
-            "plan_version": self.plan_version, **self.metrics.snapshot(),
-        }
+        return WorkerHealth(
+            instance=self.instance, pid=os.getpid(), client_id=self.client_id,
+            state=self.state, state_since=self.state_since,
+            connected=self.client.connected,
+            subscriptions=tuple(self.subs.filters()),
+            routes_held=tuple(r.key for r in self.subs.held),
+            inflight=self.dispatcher.inflight, queued=self.dispatcher.queued,
+            reconnects=self.reconnects, rss_bytes=rss, cpu_seconds=cpu,
+            started_at=self.started_at, updated_at=time.time(),
+            plan_version=self.plan_version, **self.metrics.snapshot(),
+        )
 
-    def write_health(self, health: dict[str, Any]) -> None:
+    def write_health(self, health: WorkerHealth) -> None:
         try:
-            write_json_atomic(self.paths.health(self.instance), health)
+            write_text_atomic(self.paths.health(self.instance), health.to_json())
         except OSError as exc:
             log.warning("cannot write health file: %s", exc)
 
@@ -231,7 +233,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         await self.take_lock()
         if self.assignment.planned:  # a master plans: tell it we are here
-            self.state = "joining"
+            self.state = WorkerState.JOINING
             self.write_health(self.health())
         self.subs.held = await self.assignment.wait(PLAN_WAIT, self.notifier.watchdog)
         self.dispatcher.hold(self.subs.held, self.by_sub_id)
@@ -295,7 +297,7 @@ class Worker:
         """
         if not self._master_running():
             return True, None
-        self.state = "stopping"
+        self.state = WorkerState.STOPPING
         self.notifier.stopping("waiting for the master to move this instance's routes")
         deadline = time.monotonic() + HANDOVER_WAIT
         while time.monotonic() < deadline:
@@ -319,7 +321,7 @@ class Worker:
             standalone, plan = await self.hand_over()
         release = release_on_stop(self.subs.by_route(), self.instance, plan,
                                   standalone=standalone)
-        self.state = "draining"
+        self.state = WorkerState.DRAINING
         self.notifier.stopping(f"draining {self.dispatcher.inflight} in-flight messages")
         if release.filters and self.client.connected:
             unsubscribing = self.subs.unsubscribe(list(release.filters))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from routemq import fleet
+from routemq.documents import MasterState
 from routemq.fleet import (UnitState, parse_systemctl_show, query_units, read_configured_fleet,
                            read_fleet, unit_instance, unit_name)
 from routemq.plan import Plan
@@ -55,7 +56,7 @@ def test_reads_plan_master_and_health_files(tmp_path):
     snap = read_fleet(str(tmp_path), health_interval=2.0, group="cfg", units=False)
     assert snap.notes == []
     assert snap.plan == plan and snap.plan_source == "plan.json"
-    assert snap.master["instances"] == [1, 2] and snap.master["backend"] == "processes"
+    assert snap.master.instances == (1, 2) and snap.master.backend == "processes"
     assert sorted(snap.workers) == [1, 2]
     assert snap.pids == {dead: False, os.getpid(): True}
     assert (snap.health_interval, snap.group, snap.units) == (2.0, "cfg", None)
@@ -90,7 +91,7 @@ def test_a_bad_health_file_is_shown_and_noted(tmp_path, content, note):
 def test_the_file_name_says_which_instance(tmp_path):
     write(tmp_path / "workers" / "4.json", {"instance": 5, "pid": 1, "updated_at": 0.0})
     snap = read_fleet(str(tmp_path), units=False)
-    assert list(snap.workers) == [4] and snap.workers[4]["instance"] == 4
+    assert list(snap.workers) == [4] and snap.workers[4].instance == 4
     assert snap.notes == ["workers/4.json: says instance 5; the file name wins"]
 
 
@@ -115,7 +116,7 @@ def test_master_keys_of_the_wrong_type_are_dropped(tmp_path):
     write(tmp_path / "master.json", {"pid": 7, "backend": 3, "instances": [1, "2", 0, 3],
                                      "updated_at": "soon", "restarts": {"1": 2}})
     snap = read_fleet(str(tmp_path), units=False)
-    assert snap.master == {"pid": 7, "instances": [1, 3], "restarts": {"1": 2}}
+    assert snap.master == MasterState(pid=7, instances=(1, 3), restarts={"1": 2})
     assert snap.notes == [
         "master.json: ignored invalid backend (want a string), updated_at (want a number >= 0)",
         "master.json: instances holds something other than positive integers"]

@@ -2,13 +2,14 @@
 import doctest
 
 from routemq import membership
-from routemq.membership import (Health, Membership, Release, gains, overlap,
-                                release_on_stop)
+from routemq.documents import WorkerHealth, WorkerState
+from routemq.membership import Membership, Release, gains, overlap, release_on_stop
 from routemq.plan import Plan
 
 
-def h(i, state="running", at=0.0, version=None):
-    return Health(i, state, at, version)
+def h(i, state="running", at=0.0, version=None, pid=None):
+    return WorkerHealth(instance=i, state=WorkerState(state), updated_at=at,
+                        plan_version=version, pid=pid)
 
 
 def test_configured_members_start_planned():
@@ -58,23 +59,21 @@ def test_added_members_get_their_grace_from_when_they_were_added():
     assert m.observe(131.0, {1: h(1, at=131.0)}) == (set(), {2})
 
 
-def test_health_from_a_document():
-    doc = {"state": "running", "updated_at": 5.5, "plan_version": 3, "pid": 1}
-    assert Health.from_doc(4, doc) == Health(4, "running", 5.5, 3, pid=1)
-    assert Health.from_doc(4, {}) == Health(4, "?", 0.0, None)
-    # wrong types count as absent, never as a crash (a tampered or corrupt file)
-    bad = {"state": "running", "updated_at": "soon", "plan_version": True, "pid": "1"}
-    assert Health.from_doc(4, bad) == Health(4, "running", 0.0, None)
-
-
 def test_a_member_whose_process_is_gone_leaves_sooner_than_a_silent_one():
     m = Membership([1, 2], now=0.0, dead_after=60, gone_after=20)
-    m.observe(1.0, {1: Health(1, "running", 1.0), 2: Health(2, "running", 1.0)})
-    stale = {1: Health(1, "running", 1.0, pid=7),                       # hung or stopped
-             2: Health(2, "running", 1.0, pid=8, process_gone=True)}    # dead, not restarted
-    assert m.observe(20.0, stale) == (set(), set())
-    assert m.observe(22.0, stale) == (set(), {2})
-    assert m.observe(62.0, stale) == (set(), {1})
+    m.observe(1.0, {1: h(1, at=1.0), 2: h(2, at=1.0)})
+    stale = {1: h(1, at=1.0, pid=7),   # hung or stopped
+             2: h(2, at=1.0, pid=8)}   # dead, not restarted: its process is gone
+    assert m.observe(20.0, stale, gone={2}) == (set(), set())
+    assert m.observe(22.0, stale, gone={2}) == (set(), {2})
+    assert m.observe(62.0, stale, gone={2}) == (set(), {1})
+
+
+def test_an_unusable_file_never_joins_and_a_member_with_one_goes_silent():
+    m = Membership([1], now=0.0, dead_after=60)
+    unusable = {1: WorkerHealth.unusable(1), 2: WorkerHealth.unusable(2)}
+    assert m.observe(1.0, unusable) == (set(), set())
+    assert m.observe(61.0, unusable) == (set(), {1})
 
 
 def test_release_on_stop_keeps_what_nobody_else_holds():

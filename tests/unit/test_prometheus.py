@@ -11,6 +11,7 @@ import stat
 
 import pytest
 
+from routemq.documents import MasterState, WorkerHealth
 from routemq.fleet import Snapshot
 from routemq.plan import Plan
 from routemq.prometheus import (Exposition, TEXTFILE_NAME, escape_help, escape_label_value,
@@ -106,6 +107,19 @@ NOW = 1_000_000.0
 ODD_ROUTE = 'shared:a"b\\c/{id}'
 
 
+def worker(instance: int, doc: dict) -> WorkerHealth:
+    """A health file as its reader makes it (the test's documents are all valid)."""
+    health, notes = WorkerHealth.from_doc(doc, instance, NOW)
+    assert notes == []
+    return health
+
+
+def master_state(doc: dict) -> MasterState:
+    master, notes = MasterState.from_doc(doc, NOW)
+    assert notes == [] and master is not None
+    return master
+
+
 def fleet_status() -> dict:
     """Two planned instances (one alive, one dead), a master with an autoscaler."""
     h1 = {"instance": 1, "pid": 101, "state": "running", "connected": True, "updated_at": NOW,
@@ -125,7 +139,8 @@ def fleet_status() -> dict:
                              "last_action": "none", "last_action_at": NOW - 60}}
     snap = Snapshot(runtime_dir="/run/routemq", taken_at=NOW, monotonic=10.0, hostname="h",
                     plan=Plan({1: (ODD_ROUTE,), 2: (ODD_ROUTE,)}), plan_source="plan.json",
-                    master=master, workers={1: h1, 2: h2}, pids={100: True, 101: True, 102: False})
+                    master=master_state(master), workers={1: worker(1, h1), 2: worker(2, h2)},
+                    pids={100: True, 101: True, 102: False})
     return build_status(snap)
 
 
@@ -191,10 +206,10 @@ def test_no_connected_worker_and_an_undrained_session_in_metrics():
     status = build_status(Snapshot(
         runtime_dir="/run/routemq", taken_at=NOW, monotonic=10.0, hostname="h",
         plan=Plan({1: (ODD_ROUTE,)}), plan_source="plan.json",
-        master={"pid": 100, "updated_at": NOW, "instances": [1],
-                "sessions": {"3": {"state": "draining", "since": NOW - 12, "detail": "x"}}},
-        workers={1: {"pid": 101, "updated_at": NOW, "state": "reconnecting",
-                     "connected": False, "routes_held": [ODD_ROUTE]}},
+        master=master_state({"pid": 100, "updated_at": NOW, "instances": [1], "sessions": {
+            "3": {"state": "draining", "since": NOW - 12, "detail": "x"}}}),
+        workers={1: worker(1, {"pid": 101, "updated_at": NOW, "state": "reconnecting",
+                               "connected": False, "routes_held": [ODD_ROUTE]})},
         pids={100: True, 101: True}))
     value = sample_of(parse_exposition(render_metrics(status)))
     assert (value("routemq_workers_alive"), value("routemq_workers_connected")) == (1, 0)
@@ -213,8 +228,8 @@ def test_no_connected_worker_and_an_undrained_session_in_metrics():
 def test_master_up_is_zero_when_a_master_is_expected_but_absent(source, expected_up):
     snap = Snapshot(runtime_dir="/x", taken_at=NOW, monotonic=0.0, hostname="h",
                     plan=Plan({1: ()}), plan_source=source,
-                    workers={1: {"pid": 7, "updated_at": NOW, "state": "running",
-                                 "connected": True}}, pids={7: True})
+                    workers={1: worker(1, {"pid": 7, "updated_at": NOW, "state": "running",
+                                           "connected": True})}, pids={7: True})
     families = parse_exposition(render_metrics(build_status(snap)))
     if expected_up is None:
         assert "routemq_master_up" not in families

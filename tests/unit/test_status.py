@@ -5,9 +5,10 @@ import json
 import pytest
 
 import routemq.status
+from routemq.documents import MasterState, WorkerHealth
 from routemq.fleet import Snapshot, UnitState
 from routemq.plan import Plan
-from routemq.status import build_status, classify, exit_code, freshness_limit, overall_health
+from routemq.status import build_status, classify, exit_code, overall_health
 from routemq.status_text import render_table, summary_line
 
 NOW = 2_000_000.0
@@ -27,14 +28,23 @@ def health(instance, pid=None, age=0.5, state="running", routes=(), **extra):
 def snapshot(workers, plan=None, dead=(), master=None, units=None, notes=(), interval=1.0,
              source=None):
     """A plan without a master is the standalone workers' (computed from the configuration):
-    a plan.json would be a master's, which must then be running."""
+    a plan.json would be a master's, which must then be running. The documents go through
+    their readers' checks, whose notes join `notes` (as routemq.fleet does)."""
     pids = {h["pid"]: h["pid"] not in dead for h in workers.values() if "pid" in h}
     if master and "pid" in master:
         pids[master["pid"]] = master["pid"] not in dead
     source = source or (None if plan is None else "plan.json" if master else "standalone")
+    notes = list(notes)
+    checked = {}
+    for i, doc in workers.items():
+        checked[i], found = WorkerHealth.from_doc(doc, i, NOW)
+        notes += found
+    if master is not None:
+        master, found = MasterState.from_doc(master, NOW)
+        notes += found
     return Snapshot(runtime_dir="/run/routemq", taken_at=NOW, monotonic=500.0, hostname="h1",
                     group="g", health_interval=interval, plan=plan, plan_source=source,
-                    master=master, workers=workers, pids=pids, units=units, notes=list(notes))
+                    master=master, workers=checked, pids=pids, units=units, notes=notes)
 
 
 def master_doc(**extra):
@@ -63,10 +73,6 @@ def test_overall_health_thresholds_and_exit_codes(alive, planned, status, code):
     assert exit_code({"health": h}) == code
 
 
-def test_freshness_is_three_intervals_but_at_least_five_seconds():
-    assert freshness_limit(1.0) == 5.0 and freshness_limit(4.0) == 12.0
-
-
 @pytest.mark.parametrize("doc, pid_alive, unit, expected", [
     ({"pid": 5, "updated_at": NOW - 1, "state": "running"}, True, None, (True, "running")),
     ({"pid": 5, "updated_at": NOW - 1, "state": "reconnecting"}, True, None,
@@ -86,7 +92,8 @@ def test_freshness_is_three_intervals_but_at_least_five_seconds():
      UnitState(1, "loaded", "active", "running", main_pid=5), (False, "starting")),
 ])
 def test_classify(doc, pid_alive, unit, expected):
-    assert classify(doc, pid_alive, unit, NOW, 1.0) == expected
+    health = None if doc is None else WorkerHealth.from_doc(doc, 1, NOW)[0]
+    assert classify(health, pid_alive, unit, NOW, 1.0) == expected
 
 
 def test_all_alive_is_healthy_with_every_column():
@@ -409,11 +416,13 @@ def test_an_undrained_session_is_unhealthy_with_its_reason():
     (None, [], None),                                 # an older master: no key
     ({}, [], None),
     ({"3": "junk"}, ["instance 3 is out of the plan but its broker session has not been "
-                     "drained (unknown)"], None),     # unreadable entry: still a session
+                     "drained (unknown)"],            # unreadable entry: still a session
+     "master.json: sessions: 3: not an object"),
     ({"3": {"state": 7, "since": "soon", "detail": "a\nb" + "x" * 300}},
      ["instance 3 is out of the plan but its broker session has not been drained (unknown: "
-      "a)"], None),
-    (["2"], [], "master.json: sessions is not an object, ignored"),
+      "a)"], "master.json: sessions: 3: ignored invalid state (want a string), since (want a "
+             "number >= 0)"),
+    (["2"], [], "master.json: ignored invalid sessions (want an object)"),
 ])
 def test_sessions_from_any_master_json(sessions, reasons, warning):
     master = master_doc() if sessions is None else master_doc(sessions=sessions)
