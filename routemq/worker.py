@@ -12,11 +12,12 @@ Shutdown and threading, in the order they matter:
 - WATCHDOG=1 is sent by a task on the same loop, so a handler that blocks the loop stops
   the pings, and so does a handler stuck past its timeout (see Dispatcher.stuck).
 - SIGTERM: STOPPING=1; with a master running, state "stopping" in the health file and wait
-  (HANDOVER_WAIT at most) until the master's plan no longer lists this instance, which it
-  writes only once the new owners of our routes have subscribed; then unsubscribe the shared
-  filters (the broker hands our share to the other members), finish every message already
-  received within drain_timeout, disconnect. What arrives after that is left unacknowledged
-  in the persistent session: the broker delivers it again when this instance comes back.
+  (HANDOVER_WAIT at most, handover.py) until the master's plan no longer lists this
+  instance, which it writes only once the new owners of our routes have subscribed; then
+  unsubscribe what another instance now holds (membership.release_on_stop), finish what was
+  received within drain_timeout, disconnect, and end the broker session when nothing is kept
+  in it (planned out and empty). Without a master: unsubscribe the shared filters (the other
+  members take the share). What is not finished stays unacknowledged in the session.
 - SIGHUP, or a new plan file: re-read the plan and change only the subscriptions that
   changed.
 """
@@ -34,20 +35,20 @@ from typing import Any, Coroutine
 from routemq.assignment import Assignment
 from routemq.dispatcher import Dispatcher, dead_letter_publisher
 from routemq.documents import WorkerHealth, WorkerState
+from routemq.errors import WorkerError
+from routemq.handover import wait_for_handover
 from routemq.membership import Release, release_on_stop
 from routemq.metrics import WorkerMetrics, process_usage
 from routemq.mqtt import Message, MqttClient
 from routemq.notify import Notifier
-from routemq.errors import WorkerError
-from routemq.plan import Plan
 from routemq.registry import load_router
 from routemq.router import Router
-from routemq.runtime import (FileLock, RuntimePaths, lock_holder, mark_session, read_plan,
-                             running_master, unmark_session, write_text_atomic)
+from routemq.runtime import (FileLock, RuntimePaths, lock_holder, mark_session, running_master,
+                             unmark_session, write_text_atomic)
 from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
                              until_quiet)
-from routemq.timings import CANCEL_GRACE, HANDOVER_WAIT, UNSUBACK_WAIT
 from routemq.subscriptions import Subscriptions
+from routemq.timings import CANCEL_GRACE, UNSUBACK_WAIT
 
 log = logging.getLogger("routemq.worker")
 
@@ -283,42 +284,15 @@ class Worker:
             self._fail = WorkerError(f"internal error: {task.exception()!r}")
             self._stop.set()
 
-    def _master_running(self) -> bool:
-        return running_master(self.paths, time.time()) is not None
-
-    async def hand_over(self) -> tuple[bool, Plan | None]:
-        """Before letting go, wait until the master has moved our routes to instances that
-        hold them (make before break), so a route that is not shared has no gap.
-
-        Returns (standalone, plan): standalone when no master runs here; `plan` is the
-        master's plan once it no longer lists this instance, None if that did not happen
-        within HANDOVER_WAIT (then this instance keeps its subscriptions and session; the
-        master drains the session once it has planned the instance out).
-        """
-        if not self._master_running():
-            return True, None
-        self.state = WorkerState.STOPPING
-        self.notifier.stopping("waiting for the master to move this instance's routes")
-        deadline = time.monotonic() + HANDOVER_WAIT
-        while time.monotonic() < deadline:
-            self.write_health(self.health())
-            self.notifier.watchdog()
-            plan = read_plan(self.paths.plan, trusted_only=True)
-            if plan is not None and self.instance not in plan.assignments:
-                return False, plan
-            if not self._master_running():
-                return True, None  # the master stopped first (`routemq run` stopping)
-            await asyncio.sleep(0.2)
-        log.warning("the master did not move this instance's routes within %.0fs; keeping "
-                    "its subscriptions in its broker session", HANDOVER_WAIT)
-        return False, None
-
     async def shutdown(self) -> None:
         """Hand over, release what others now hold, drain and disconnect; end the broker
         session when nothing is left in it (see the module docstring for the order)."""
         standalone, plan = True, None
-        if self._ready_sent and self._fail is None:
-            standalone, plan = await self.hand_over()
+        if self._ready_sent and self._fail is None and self._master_running():
+            self.state = WorkerState.STOPPING
+            self.notifier.stopping("waiting for the master to move this instance's routes")
+            standalone, plan = await wait_for_handover(self.paths, self.instance,
+                                                       self._report_stopping)
         release = release_on_stop(self.subs.by_route(), self.instance, plan,
                                   standalone=standalone)
         self.state = WorkerState.DRAINING
@@ -348,6 +322,13 @@ class Worker:
             pass
         log.info("worker %d stopped: processed %d, errors %d", self.instance,
                  self.metrics.processed, self.metrics.errors)
+
+    def _master_running(self) -> bool:
+        return running_master(self.paths, time.time()) is not None
+
+    def _report_stopping(self) -> None:
+        self.write_health(self.health())
+        self.notifier.watchdog()
 
     async def _drain(self, release: Release) -> bool:
         """Finish what was received. A session about to end must also hand over what the
