@@ -238,7 +238,7 @@ KEYS: tuple[Key, ...] = (
     # Time bounds: a typo such as 1e300 would overflow the event loop's timers, and a tiny
     # health_interval or scale_interval turns an idle loop into a spin (1e-6: 88 % of a core).
     Key("drain_timeout", 20.0, _float(0, 3600),
-        "seconds to finish in-flight messages on stop (0..3600; the worker unit allows 35)"),
+        "seconds to finish in-flight messages on stop (0..3600; the worker unit allows 33)"),
     Key("handler_timeout", 60.0, _float(0, 86400),
         "seconds a handler may run (0..86400); 0 = no limit"),
     Key("max_payload_bytes", 1048576, _int(1, 268435455), "larger payloads are rejected"),
