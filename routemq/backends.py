@@ -106,12 +106,13 @@ class WorkerHandle:
             return None
 
 
-def spawn_worker(instance: int, environ: Mapping[str, str],
+def spawn_worker(instance: int, environ: Mapping[str, str], *options: str,
                  python: str = sys.executable) -> WorkerHandle:
-    """`routemq worker --instance N` as a child that gets SIGTERM (drain and exit) when the
-    thread that started it ends: start workers from a thread that lives as long as they do
-    (`routemq run` and WorkerManager use the main thread)."""
-    proc = subprocess.Popen([python, "-m", "routemq", "worker", "--instance", str(instance)],
+    """`routemq worker --instance N [options]` as a child that gets SIGTERM (drain and exit)
+    when the thread that started it ends: start workers from a thread that lives as long as
+    they do (`routemq run`, WorkerManager and the master's drainers use the main thread)."""
+    proc = subprocess.Popen([python, "-m", "routemq", "worker", "--instance", str(instance),
+                             *options],
                             env=child_environment(environ), preexec_fn=die_with_parent())
     return WorkerHandle(instance, proc)
 

@@ -32,6 +32,7 @@ from routemq.router import Router
 from routemq.runtime import FileLock, RuntimePaths, unmark_session
 from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
                              until_quiet)
+from routemq.subscriptions import app_filters
 from routemq.timings import UNSUBACK_WAIT
 
 log = logging.getLogger("routemq.drain")
@@ -77,11 +78,6 @@ class SessionDrainer:
     def _ack(self, msg: Message) -> None:
         self.client.ack(msg.mid, msg.qos, msg.generation)
 
-    def filters(self) -> list[str]:
-        """Every filter an instance of this application may have subscribed."""
-        group = self.config.mqtt_group_name
-        return sorted({r.get_subscription_topic(group) for r in self.router.routes})
-
     async def run(self, timeout: float = DRAIN_LIMIT) -> int:
         self.loop = asyncio.get_running_loop()
         paths = RuntimePaths(self.config.runtime_dir)
@@ -101,9 +97,9 @@ class SessionDrainer:
         drained = True
         if self.session_present:
             log.info("draining the broker session %s", self.client_id)
+            filters = sorted(app_filters(self.router, self.config.mqtt_group_name))
             try:
-                await asyncio.wait_for(self.client.unsubscribed(self.filters()),
-                                       UNSUBACK_WAIT)
+                await asyncio.wait_for(self.client.unsubscribed(filters), UNSUBACK_WAIT)
             except (TimeoutError, ConnectionError) as exc:
                 log.warning("no UNSUBACK within %.0fs: %r", UNSUBACK_WAIT, exc)
             drained = await until_quiet(lambda: self.dispatcher.idle,

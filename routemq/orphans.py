@@ -33,13 +33,11 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
-from routemq.backends import die_with_parent
+from routemq.backends import spawn_worker
 from routemq.errors import EXIT_BUSY, EXIT_OK
-from routemq.notify import child_environment
 
 log = logging.getLogger("routemq.orphans")
 
@@ -136,11 +134,5 @@ class Orphans:
 
 def drainer_spawner(environ: Mapping[str, str]) -> Callable[[int], Proc]:
     """Start `routemq worker --instance N --drain` as a child of the master that stops with
-    it: same interpreter, the master's configuration environment, no sd_notify socket."""
-    env = child_environment(environ)
-
-    def spawn(instance: int) -> Proc:
-        return subprocess.Popen([sys.executable, "-m", "routemq", "worker", "--instance",
-                                 str(instance), "--drain"], env=env,
-                                preexec_fn=die_with_parent())
-    return spawn
+    it, as workers are started (backends.spawn_worker)."""
+    return lambda instance: spawn_worker(instance, environ, "--drain").proc

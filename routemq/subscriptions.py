@@ -40,6 +40,11 @@ def subscription_qos(route: Route) -> int:
     return min(route.qos, 1)
 
 
+def app_filters(router: Router, group: str) -> set[str]:
+    """Every filter an instance of this application may have subscribed."""
+    return {route.get_subscription_topic(group) for route in router.routes}
+
+
 class Subscriptions:
     def __init__(self, client: Any, router: Router, group: str, *,
                  on_done: Callable[[], None], on_refused: Callable[[int], None]) -> None:
@@ -75,7 +80,7 @@ class Subscriptions:
         self.subscribe(self.held)
         if session_present:
             held = {self.entry(r).filter for r in self.held}
-            stale = sorted({self.entry(r).filter for r in self.router.routes} - held)
+            stale = sorted(app_filters(self.router, self.group) - held)
             if stale:
                 log.info("unsubscribing %d filters this instance does not hold", len(stale))
                 self.unsubscribe(stale)

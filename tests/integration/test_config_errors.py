@@ -36,7 +36,7 @@ def routemq(args: list[str], tmp_path: Path, app_root: Path = BASIC,
                           text=True, env=full, cwd=tmp_path, timeout=60)
 
 
-def one_line_exit_2(r: subprocess.CompletedProcess[str], *expected: str) -> str:
+def assert_one_line_exit_2(r: subprocess.CompletedProcess[str], *expected: str) -> str:
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
     assert "Traceback" not in r.stdout + r.stderr
@@ -56,19 +56,19 @@ def one_line_exit_2(r: subprocess.CompletedProcess[str], *expected: str) -> str:
 ])
 @pytest.mark.parametrize("daemon", DAEMONS, ids=lambda a: a[0])
 def test_bad_values_are_refused_by_every_daemon(tmp_path, daemon, env, expected):
-    one_line_exit_2(routemq(daemon, tmp_path, **env), "routemq: config error: ", *expected)
+    assert_one_line_exit_2(routemq(daemon, tmp_path, **env), "routemq: config error: ", *expected)
 
 
 def test_unreadable_tls_and_password_files(tmp_path):
     garbage = tmp_path / "ca.pem"
     garbage.write_text("not a certificate\n")
     r = routemq(["worker", "--instance", "1"], tmp_path, ROUTEMQ_TLS_CA_FILE=str(garbage))
-    one_line_exit_2(r, f'tls_ca_file = "{garbage}"', "no PEM CA certificate in it")
+    assert_one_line_exit_2(r, f'tls_ca_file = "{garbage}"', "no PEM CA certificate in it")
     r = routemq(["worker", "--instance", "1"], tmp_path,
                 ROUTEMQ_TLS_CERT_FILE=str(tmp_path / "missing.pem"))
-    one_line_exit_2(r, "tls_cert_file", "cannot read: No such file or directory")
+    assert_one_line_exit_2(r, "tls_cert_file", "cannot read: No such file or directory")
     r = routemq(["master"], tmp_path, MQTT_PASSWORD_FILE=str(tmp_path))
-    one_line_exit_2(r, "mqtt_password_file", "cannot read: Is a directory")
+    assert_one_line_exit_2(r, "mqtt_password_file", "cannot read: Is a directory")
 
 
 @pytest.mark.parametrize("daemon", DAEMONS, ids=lambda a: a[0])
@@ -76,10 +76,10 @@ def test_unusable_runtime_dir(tmp_path, daemon):
     taken = tmp_path / "taken"
     taken.write_text("")
     r = routemq(daemon, tmp_path, ROUTEMQ_RUNTIME_DIR=str(taken))
-    one_line_exit_2(r, f'runtime_dir = "{taken}" in environment ROUTEMQ_RUNTIME_DIR',
+    assert_one_line_exit_2(r, f'runtime_dir = "{taken}" in environment ROUTEMQ_RUNTIME_DIR',
                     "exists and is not a directory")
     r = routemq(daemon, tmp_path, ROUTEMQ_RUNTIME_DIR=str(taken / "run"))
-    one_line_exit_2(r, "runtime_dir", "cannot create it: Not a directory")
+    assert_one_line_exit_2(r, "runtime_dir", "cannot create it: Not a directory")
 
 
 def test_router_module_calling_sys_exit_is_exit_2_naming_it(tmp_path):
@@ -90,23 +90,23 @@ def test_router_module_calling_sys_exit_is_exit_2_naming_it(tmp_path):
     (routers / "__init__.py").write_text("")
     (routers / "quits.py").write_text("import sys\nsys.exit(0)\n")
     r = routemq(["worker", "--instance", "1"], tmp_path, tmp_path / "app")
-    one_line_exit_2(r, "routemq: application error: ", f"{routers / 'quits.py'}:2",
+    assert_one_line_exit_2(r, "routemq: application error: ", f"{routers / 'quits.py'}:2",
                     "called sys.exit(0)")
 
 
 @pytest.mark.parametrize("daemon", DAEMONS, ids=lambda a: a[0])
 def test_application_checks_refuse_every_daemon(tmp_path, daemon):
     r = routemq(daemon, tmp_path, ROUTEMQ_SESSION_EXPIRY="0")
-    one_line_exit_2(r, "session_expiry = 0 in environment ROUTEMQ_SESSION_EXPIRY",
+    assert_one_line_exit_2(r, "session_expiry = 0 in environment ROUTEMQ_SESSION_EXPIRY",
                     "at every restart", "qos=1")
     r = routemq(daemon, tmp_path, ROUTEMQ_DEAD_LETTER_TOPIC="work/dead")
-    one_line_exit_2(r, 'dead_letter_topic = "work/dead"', "route 'work/{id}'",
+    assert_one_line_exit_2(r, 'dead_letter_topic = "work/dead"', "route 'work/{id}'",
                     "round and round")
 
 
 def test_instance_beyond_the_maximum(tmp_path):
     r = routemq(["worker", "--instance", "65"], tmp_path)
-    one_line_exit_2(r, "argument --instance: must be between 1 and 64")
+    assert_one_line_exit_2(r, "argument --instance: must be between 1 and 64")
 
 
 def test_check_reports_every_problem_and_exits_2(tmp_path):
