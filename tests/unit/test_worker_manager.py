@@ -229,6 +229,16 @@ def test_a_worker_stuck_past_its_handler_timeout_is_restarted(tmp_path, fake_spa
         backend.stop_all(5)
 
 
+def assert_never_restarted(backend, seconds):
+    """Poll as `routemq run` does for `seconds` (a window longer than the stall limit: a
+    check that nothing happens needs the time to pass): nothing is killed or restarted."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert backend.poll() == []
+        time.sleep(0.05)
+    assert backend.handles[1].is_alive() and backend.restarts() == {}
+
+
 @pytest.mark.parametrize("state, pid", [("running", "1"), ("stopping", "own"),
                                         ("joining", "own")])
 def test_a_worker_is_not_judged_before_its_own_file_or_while_stopping(tmp_path, fake_spawn,
@@ -239,11 +249,7 @@ def test_a_worker_is_not_judged_before_its_own_file_or_while_stopping(tmp_path, 
     backend = ProcessBackend({}, runtime_dir=str(tmp_path), stall_after=0.3)
     backend.start(1)
     try:
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            assert backend.poll() == []
-            time.sleep(0.05)
-        assert backend.handles[1].is_alive() and backend.restarts() == {}
+        assert_never_restarted(backend, 2.0)
     finally:
         backend.stop_all(5)
 
@@ -253,12 +259,7 @@ def test_without_a_runtime_dir_nothing_is_judged(tmp_path, fake_spawn):
     backend = ProcessBackend({}, stall_after=0.1)
     backend.start(1)
     try:
-        # Five times the stall limit, polled as `routemq run` polls: nothing is judged.
-        deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline:
-            assert backend.poll() == []
-            time.sleep(0.05)
-        assert backend.handles[1].is_alive()
+        assert_never_restarted(backend, 0.5)  # five times the stall limit
     finally:
         backend.stop_all(5)
 
