@@ -555,8 +555,9 @@ def test_connection_refused_and_connack_timeout(connect: Connect) -> None:
 # -- the fixtures themselves ---------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_publish_many_beyond_mosquitto_pub_limit(broker: Mosquitto, collector: Any) -> None:
-    """mosquitto_pub -l stops after 65,535 lines at QoS > 0; publish_many splits the input."""
+def test_publish_many_beyond_one_range_of_message_ids(broker: Mosquitto, collector: Any
+                                                     ) -> None:
+    """A client has 65,535 QoS 1 message ids; publish_many sends more in windows."""
     c = collector(broker, [("bulk/#", 1)])
     n = 70_000
     assert publish_many(broker, "bulk/1", n, qos=1) == n
