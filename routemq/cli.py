@@ -32,6 +32,8 @@ from routemq import __version__
 from routemq.app_checks import check_application, setting, warn_application
 from routemq.config import exit_on_config_error, load_config
 from routemq.config_keys import MAX_INSTANCES
+from routemq.environment import (chosen_venv, reexec_argv, reexec_environ, running_in,
+                                 state_directory, venv_problem)
 from routemq.errors import EXIT_CONFIG, EXIT_OK, ConfigError, RegistryError
 from routemq.log import setup_logging
 from routemq.plan import standalone_plan
@@ -146,17 +148,21 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _routes_table(described: list[dict[str, Any]]) -> str:
+    rows = [[d["topic"], d["mqtt_topic"], d["subscription"], str(d["qos"]),
+             "yes" if d["shared"] else "no", str(d["worker_count"]), d["handler"]]
+            for d in described]
+    return _table(rows, ["PATTERN", "FILTER", "SUBSCRIPTION", "QOS", "SHARED", "WORKERS",
+                         "HANDLER"])
+
+
 def cmd_routes(config: Any) -> int:
     router = _load_app(config)
     described = [r.describe(config.mqtt_group_name) for r in router.routes]
     if config.json:
         print(json.dumps({"group": config.mqtt_group_name, "routes": described}, indent=2))
         return 0
-    rows = [[d["topic"], d["mqtt_topic"], d["subscription"], str(d["qos"]),
-             "yes" if d["shared"] else "no", str(d["worker_count"]), d["handler"]]
-            for d in described]
-    print(_table(rows, ["PATTERN", "FILTER", "SUBSCRIPTION", "QOS", "SHARED", "WORKERS",
-                        "HANDLER"]))
+    print(_routes_table(described))
     return 0
 
 
@@ -196,7 +202,9 @@ def cmd_worker(config: Any) -> int:
 def check_report(config: Any) -> tuple[dict[str, Any], int]:
     """What `routemq check` reports, and its exit status: the application loaded as a worker
     loads it, the checks every daemon makes, the warnings, and the plan."""
-    report: dict[str, Any] = {"ok": False, "errors": [], "warnings": list(config.warnings)}
+    report: dict[str, Any] = {"ok": False, "errors": [], "warnings": list(config.warnings),
+                              "app_root": config.app_root, "python": sys.executable,
+                              "venv": sys.prefix if sys.prefix != sys.base_prefix else None}
     problem = runtime_dir_problem(config.runtime_dir, create=False)
     if problem:
         report["errors"].append(f"{setting(config, 'runtime_dir')}: {problem}")
@@ -209,7 +217,8 @@ def check_report(config: Any) -> tuple[dict[str, Any], int]:
     report["warnings"] += warn_application(config, router)
     plan = standalone_plan(router, config.workers or config.worker_count)
     report["warnings"] += list(plan.warnings)
-    report.update(routes=len(router.routes), shared=len(router.shared_routes()),
+    report.update(routes=[r.describe(config.mqtt_group_name) for r in router.routes],
+                  shared=len(router.shared_routes()),
                   instances=len(plan.assignments), plan=json.loads(plan.to_json()))
     report["ok"] = not report["errors"]
     return report, EXIT_OK if report["ok"] else EXIT_CONFIG
@@ -224,14 +233,18 @@ def cmd_check(config: Any) -> int:
     if config.json:
         print(json.dumps(report, indent=2))
         return status
+    print(f"application {report['app_root']}, python {report['python']}"
+          + (f" (venv {report['venv']})" if report["venv"] else ""))
+    if report.get("routes"):
+        print(_routes_table(report["routes"]))
     for error in report["errors"]:
         print(f"error: {error}")
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     counts = f"{_count(report['errors'], 'error')}, {_count(report['warnings'], 'warning')}"
     if "routes" in report:
-        counts = (f"{report['routes']} routes ({report['shared']} shared), plan for "
-                  f"{report['instances']} instances, " + counts)
+        counts = (f"{_count(report['routes'], 'route')} ({report['shared']} shared), plan "
+                  f"for {report['instances']} instances, " + counts)
     print(("ok: " if report["ok"] else "failed: ") + counts)
     return status
 
@@ -281,6 +294,37 @@ COMMANDS: dict[str, tuple[Callable[[Any], int], Callable[[Any], None] | None]] =
 
 
 DAEMONS = {"worker", "master", "run"}
+# The commands that import the application, so run under its venv.
+APP_COMMANDS = DAEMONS | {"check", "routes", "plan"}
+
+
+def _export_state_dir(config: Any) -> str | None:
+    """Make the handlers' state directory and name it in $STATE_DIRECTORY (inherited by
+    `routemq run`'s workers); why it cannot be made, or None."""
+    path = state_directory(config.state_dir, os.environ, os.geteuid())
+    try:
+        path.mkdir(mode=0o750, parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"state directory {path} ({setting(config, 'state_dir')}): {exc.strerror}"
+    os.environ["STATE_DIRECTORY"] = str(path)
+    return None
+
+
+def _enter_venv(config: Any, args: list[str]) -> None:
+    """Re-execute `routemq <args>` under the application's venv unless already there
+    (routemq.environment); ConfigError when that venv cannot work."""
+    venv = chosen_venv(config.venv, config.app_root)
+    if venv is None or running_in(venv):
+        return
+    problem = venv_problem(venv)
+    argv = reexec_argv(venv, args)
+    if problem is None:
+        try:
+            os.execve(argv[0], argv, reexec_environ(os.environ))
+        except OSError as exc:
+            problem = f"cannot run {argv[0]}: {exc.strerror}"
+    origin = setting(config, "venv") if config.venv else "app_root's .venv"
+    raise ConfigError(f"venv {venv} ({origin}): {problem}", key="venv")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,10 +348,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "check" and "--json" in rest:
             print(json.dumps({"ok": False, "errors": [err.detail], "warnings": []}, indent=2))
         exit_on_config_error(err)
+    if name in APP_COMMANDS:
+        try:
+            _enter_venv(config, args)
+        except ConfigError as err:
+            if name == "check" and "--json" in rest:
+                print(json.dumps({"ok": False, "errors": [err.detail], "warnings": []}, indent=2))
+            exit_on_config_error(err)
     if name in DAEMONS:
         problem = runtime_dir_problem(config.runtime_dir)
         if problem:
             print(f"{CONFIG_ERROR}{setting(config, 'runtime_dir')}: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
+        problem = _export_state_dir(config)
+        if problem:
+            print(CONFIG_ERROR + problem, file=sys.stderr)
             return EXIT_CONFIG
     worker_id = getattr(config, "instance", None)
     # Daemons log to stdout (the journal); the inspection commands keep stdout for their

@@ -220,6 +220,10 @@ KEYS: tuple[Key, ...] = (
         "auto (text on a terminal, else JSON), json or text"),
     Key("app_root", None, _nonempty, "application root directory (default: current dir)"),
     Key("router_directory", "app.routers", _module_path, "package holding the router modules"),
+    Key("venv", "", _text,
+        'the application\'s virtualenv (relative to app_root); "" = app_root/.venv if present'),
+    Key("state_dir", "", _text, 'handlers\' files ($STATE_DIRECTORY); "" = systemd\'s '
+        "StateDirectory, /var/lib/routemq as root, ~/.local/state/routemq otherwise"),
     Key("runtime_dir", "/run/routemq", _nonempty, "plan and health files"),
     Key("client_id_prefix", "routemq", _client_id_prefix,
         "client id is <prefix>-<hostname>-<instance>"),

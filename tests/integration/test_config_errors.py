@@ -114,18 +114,24 @@ def test_check_reports_every_problem_and_exits_2(tmp_path):
                 ROUTEMQ_DEAD_LETTER_TOPIC="work/dead", ROUTEMQ_DRAIN_TIMEOUT="40")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["error", "error", "warning", "failed"]
+    assert lines[0].startswith(f"application {BASIC}, python ")
+    assert lines[1].split() == ["PATTERN", "FILTER", "SUBSCRIPTION", "QOS", "SHARED", "WORKERS",
+                                "HANDLER"]
+    verdicts = [line.split(":")[0] for line in lines if line.startswith(("error", "warning",
+                                                                          "failed", "ok"))]
+    assert verdicts == ["error", "error", "warning", "failed"]
     # Counts of the basic application, which other tests may extend.
     assert re.fullmatch(r"failed: \d+ routes \(\d+ shared\), plan for \d+ instances, "
                         r"2 errors, 1 warning", lines[-1]), lines[-1]
     doc = json.loads(routemq(["check", "--json"], tmp_path, ROUTEMQ_SESSION_EXPIRY="0").stdout)
-    assert doc["ok"] is False and len(doc["errors"]) == 1 and doc["routes"] > 1
+    assert doc["ok"] is False and len(doc["errors"]) == 1 and len(doc["routes"]) > 1
 
 
 def test_check_passes_what_a_worker_would_run(tmp_path):
     r = routemq(["check"], tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    [line] = r.stdout.splitlines()
+    line = r.stdout.splitlines()[-1]
+    assert "work/{id}" in r.stdout  # the routes, as `routemq routes` shows them
     assert re.fullmatch(r"ok: \d+ routes \(\d+ shared\), plan for \d+ instances, "
                         r"0 errors, 0 warnings", line), line
     # Fewer instances than a route wants: the plan's warning, and still ok.
