@@ -1,7 +1,8 @@
-"""Configuration: one configargparse parser for every role, values layered from five sources.
+"""Configuration: one configargparse parser for every role, values layered from six sources.
 
-Precedence, highest first: command line > environment > conf.d/*.conf (sorted by name, last
-wins) > main config file > defaults. The parser declares every key (so `--help` lists flags and
+Precedence, highest first: command line > environment > the application's .env
+(<app_root>/.env, see routemq.dotenv) > conf.d/*.conf (sorted by name, last wins) > main config
+file > defaults. The parser declares every key (so `--help` lists flags and
 environment variables for all roles); the environment and config-file layers are applied here,
 not by configargparse, because its conversion differs between 1.5 and 1.7 (on/off booleans,
 inline comments, unsorted globs) and its errors cannot name the file or variable at fault.
@@ -15,11 +16,12 @@ import re
 import ssl
 import stat
 import sys
-from typing import Any, Callable, Mapping, NoReturn, Sequence
+from typing import Any, Callable, Mapping, MutableMapping, NoReturn, Sequence
 
 import configargparse
 
 from routemq.config_keys import KEY_BY_NAME, KEYS, Key, bool_value
+from routemq.dotenv import DotenvValue, parse_dotenv
 from routemq.errors import EXIT_CONFIG, ConfigError
 
 DEFAULT_CONFIG_FILE = "/etc/routemq/routemq.conf"
@@ -29,6 +31,13 @@ CONFIG_DIR_ENV = "ROUTEMQ_CONFIG_DIR"
 CREDENTIAL_NAME = "mqtt_password"  # systemd LoadCredential=mqtt_password:/path
 REDACTED = "********"
 _ABSOLUTE = ("app_root", "runtime_dir")  # made absolute against the cwd at load time
+DOTENV = ".env"  # in the application root, as RouteMQ projects have it
+# Names the .env cannot set: they decide which files (the .env included) are read.
+_NOT_IN_DOTENV = (CONFIG_FILE_ENV, CONFIG_DIR_ENV, KEY_BY_NAME["app_root"].env_var)
+# The application's own .env names (DB_HOST, ...) this process exported for it, so a later
+# load (a reload, a child, the venv re-exec) replaces them instead of taking them as real.
+DOTENV_EXPORTED = "ROUTEMQ_DOTENV_EXPORTED"
+Dotenv = tuple[str, Mapping[str, DotenvValue]]  # (path, entries)
 
 
 def exit_on_config_error(err: BaseException) -> NoReturn:
@@ -43,8 +52,9 @@ def exit_on_config_error(err: BaseException) -> NoReturn:
 
 def where(source: str) -> str:
     """'config file /x' -> 'in /x', 'environment X' -> 'in environment X', ... for messages."""
-    if source.startswith("config file "):
-        return "in " + source[len("config file "):]
+    for prefix in ("config file ", "env file "):
+        if source.startswith(prefix):
+            return "in " + source[len(prefix):]
     if source.startswith("environment "):
         return "in " + source
     return "on the command line" if source == "command line" else f"({source})"
@@ -121,11 +131,15 @@ def parse_config_text(text: str, path: str) -> dict[str, str]:
 
 
 def _pick(key: Key, cli: Mapping[str, str], environ: Mapping[str, str],
-          files: Sequence[tuple[str, Mapping[str, str]]]) -> tuple[str | None, str]:
+          files: Sequence[tuple[str, Mapping[str, str]]],
+          dotenv: Dotenv | None = None) -> tuple[str | None, str]:
     if key.cli and key.name in cli:
         return cli[key.name], "command line"
     if key.env_var in environ:
         return environ[key.env_var], f"environment {key.env_var}"
+    if dotenv is not None and key.env_var in dotenv[1]:
+        value, line = dotenv[1][key.env_var]
+        return value, f"env file {dotenv[0]} line {line} ({key.env_var})"
     for path, entries in reversed(files):  # the last file read wins
         if key.name in entries:
             return entries[key.name], f"config file {path}"
@@ -134,12 +148,12 @@ def _pick(key: Key, cli: Mapping[str, str], environ: Mapping[str, str],
 
 def resolve(cli: Mapping[str, str], environ: Mapping[str, str],
             files: Sequence[tuple[str, Mapping[str, str]]], *,
-            cwd: str) -> tuple[dict[str, Any], dict[str, str]]:
+            cwd: str, dotenv: Dotenv | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Layer and validate raw strings; return ({key: value}, {key: source}). No I/O."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in KEYS:
-        raw, source = _pick(key, cli, environ, files)
+        raw, source = _pick(key, cli, environ, files, dotenv)
         try:
             value = key.default if raw is None else key.parse(raw)
         except ValueError as exc:
@@ -186,8 +200,9 @@ def build_parser(add_role_args: Callable[[configargparse.ArgParser], None] | Non
     # A 35-option usage line buries the role's own arguments; roles may set parser.usage.
     parser = _Parser(prog=prog, usage="%(prog)s [options]", allow_abbrev=False,
                      description="RouteMQ for systemd.",
-                     epilog="Precedence: command line > environment > conf.d/*.conf (sorted) "
-                     "> main config file > defaults. Config files hold `key = value` lines. "
+                     epilog="Precedence: command line > environment > <app_root>/.env > "
+                     "conf.d/*.conf (sorted) > main config file > defaults. Config files hold "
+                     "`key = value` lines, the .env `NAME=VALUE` lines. "
                      "The password is read from MQTT_PASSWORD, mqtt_password in a config file, "
                      "mqtt_password_file, or the systemd credential mqtt_password.")
     parser.default_config_file = config_file or DEFAULT_CONFIG_FILE
@@ -271,6 +286,44 @@ def _read_config_file(path: str) -> dict[str, str]:
     except ValueError as exc:
         raise ConfigError(f"config file {path}: {exc}", source=f"config file {path}") from None
     return parse_config_text(text, path)
+
+
+def _read_dotenv(cli: Mapping[str, str], environ: Mapping[str, str],
+                 files: Sequence[tuple[str, Mapping[str, str]]], cwd: str) -> Dotenv | None:
+    """<app_root>/.env parsed (app_root as the other layers give it), or None if absent."""
+    root, _ = _pick(KEY_BY_NAME["app_root"], cli, environ, files)
+    path = os.path.join(os.path.normpath(os.path.join(cwd, (root or "").strip())), DOTENV)
+    if not os.path.lexists(path):
+        return None
+    problem = _not_a_file(path)  # a FIFO would hang the start
+    try:
+        if problem:
+            raise ValueError(problem)
+        entries = parse_dotenv(_read_text(path), path)
+    except ValueError as exc:
+        raise ConfigError(f"env file {path}: {exc}", source=f"env file {path}") from None
+    for name in _NOT_IN_DOTENV:
+        if name in entries:
+            raise ConfigError(f"{name} in {path} line {entries[name].line}: cannot be set in "
+                              "the application's .env (it says which files are read); set it "
+                              "in the environment or on the command line",
+                              key=name, source=f"env file {path}")
+    return path, entries
+
+
+def _export_dotenv(dotenv: Dotenv | None, environ: MutableMapping[str, str]) -> None:
+    """Put the .env names that are not ours (DB_HOST, API keys, ...) into the environment
+    for the application, as RouteMQ's load_dotenv does: never over a real variable. Names
+    an earlier load exported (listed in DOTENV_EXPORTED) take their current value or go."""
+    for name in environ.pop(DOTENV_EXPORTED, "").split(","):
+        environ.pop(name, None)
+    ours = {key.env_var for key in KEYS}  # read from the .env by each process, not inherited
+    exported = [name for name in (dotenv[1] if dotenv else ())
+                if name not in ours and name not in environ]
+    for name in exported:
+        environ[name] = dotenv[1][name].value  # type: ignore[index]
+    if exported:
+        environ[DOTENV_EXPORTED] = ",".join(exported)
 
 
 def _not_a_file(path: str) -> str | None:
@@ -360,8 +413,9 @@ def _warnings(values: Mapping[str, Any], sources: Mapping[str, str]) -> list[str
     if values["mqtt_password"] is not None and values["mqtt_password_file"]:
         found.append("both mqtt_password and mqtt_password_file are set; using mqtt_password")
     source = sources["mqtt_password"]
-    if source.startswith("config file "):
-        path = source[len("config file "):]
+    if values["mqtt_password"] is not None and source.startswith(("config file ",
+                                                                  "env file ")):
+        path = source.split(" ", 2)[2].split(" line ")[0]
         try:
             world_readable = bool(os.stat(path).st_mode & 0o004)
         except OSError:
@@ -494,10 +548,14 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     cli = {key.name: getattr(namespace, key.name) for key in KEYS
            if key.cli and getattr(namespace, key.name) is not None}
     files = [(path, _read_config_file(path)) for path in _config_paths(parser, namespace, env)]
-    values, sources = resolve(cli, env, files, cwd=os.getcwd())
+    # Names exported from an earlier .env are never our keys: no need to tell them apart here.
+    dotenv = _read_dotenv(cli, env, files, os.getcwd())
+    values, sources = resolve(cli, env, files, cwd=os.getcwd(), dotenv=dotenv)
     _check_tls_files(values, sources)
     password, password_source = _resolve_password(values, sources, env)
     role_args, role_sources = _role_args(parser, namespace)
+    if environ is None:  # this process's own environment: the application reads it
+        _export_dotenv(dotenv, os.environ)
     return Config(values, {**sources, **role_sources}, role_args=role_args, password=password,
                   password_source=password_source, config_files=[path for path, _ in files],
                   warnings=_warnings(values, sources),

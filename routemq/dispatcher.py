@@ -98,7 +98,9 @@ class Dispatcher:
                  dead_letter: Callable[[dict[str, Any]], None] | None = None,
                  metrics: WorkerMetrics | None = None, high_water: int | None = None) -> None:
         self.router = router
-        self.client = client  # passed to handlers as `client=` (they may publish with it)
+        # Handlers get `client=` as RouteMQ hands it: the paho client itself (`publish`,
+        # `_client_id`, ...) when `client` wraps one (routemq.mqtt.MqttClient.paho).
+        self.client = getattr(client, "paho", client)
         self.ack = ack
         self.max_inflight = max_inflight
         self.handler_timeout = handler_timeout

@@ -1,8 +1,10 @@
 """Middleware: code that wraps every handler call of a route.
 
-A middleware receives the request `context` (keys `topic`, `payload`, `params`, `client`)
-and `next_handler`, an async callable taking the context. This is RouteMQ's contract, so
-RouteMQ middleware runs unchanged:
+A middleware receives the request `context`, a plain dict (keys `topic`, `payload`,
+`params`, `client`, `route_pattern` as in RouteMQ 0.25, and `route`, the Route), and
+`next_handler`, an async callable taking the context. `client` is the worker's paho client,
+as RouteMQ hands it (`publish`, `_client_id`). This is RouteMQ's contract, so RouteMQ
+middleware runs unchanged:
 
     class Timing(Middleware):
         async def handle(self, context, next_handler):

@@ -95,7 +95,7 @@ class Route:
                 return await self.handler(**params, payload=payload, client=client)
             return await _call(self.handler, **params, payload=payload, client=client)
         context: Context = {"topic": topic, "payload": payload, "params": params,
-                            "client": client, "route": self}
+                            "client": client, "route": self, "route_pattern": self.topic}
         return await self._chain(0, context)
 
     async def _chain(self, index: int, context: Context) -> Any:

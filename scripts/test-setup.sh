@@ -36,4 +36,25 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$VENV/bin/pip" install -q -r requirements/pypi.txt
   echo "$want" > "$stamp"
 fi
+
+# RouteMQ 0.25 (PyPI), for the compatibility tests only; see requirements/routemq-0.25.txt
+# for why it has a venv of its own and --ignore-requires-python. Its unit tests come from
+# its sdist: three files copied flat, so their directory holds no `routemq` package.
+RMQ=.venvs/routemq-0.25
+RMQ_SDIST=routemq-0.25.0
+stamp="$RMQ/.requirements.sha"
+want=$(sha256sum requirements/routemq-0.25.txt | cut -d' ' -f1)
+if [ ! -x "$RMQ/bin/routemq" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "test-setup: venv $RMQ (RouteMQ 0.25 for the compatibility tests)"
+  rm -rf "$RMQ"
+  "$PY" -m venv "$RMQ"
+  "$RMQ/bin/pip" install -q --ignore-requires-python -r requirements/routemq-0.25.txt
+  "$RMQ/bin/pip" download -q --no-deps --no-binary :all: --ignore-requires-python \
+    "routemq==${RMQ_SDIST#routemq-}" -d "$RMQ/sdist"
+  mkdir -p "$RMQ/upstream-tests"
+  tar -xzf "$RMQ/sdist/$RMQ_SDIST.tar.gz" -C "$RMQ/upstream-tests" --strip-components=3 \
+    "$RMQ_SDIST/tests/unit/test_router.py" "$RMQ_SDIST/tests/unit/test_middleware.py" \
+    "$RMQ_SDIST/tests/unit/test_controller.py"
+  echo "$want" > "$stamp"
+fi
 echo "test-setup: ready"
