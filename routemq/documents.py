@@ -114,7 +114,8 @@ ROUTE_FIGURES = {"processed": COUNT, "errors": COUNT, "avg_ms": AMOUNT, "p50_ms"
 ROUTES: Check = _object_of(ROUTE_FIGURES, "an object of per-route figures")
 RESTARTS: Check = (lambda v: isinstance(v, dict) and all(COUNT[0](n) for n in v.values()),
                    "an object of counts")
-AUTOSCALER: Check = (lambda v: v is None or isinstance(v, dict), "an object or null")
+OBJECT_OR_NULL: Check = (lambda v: v is None or isinstance(v, dict), "an object or null")
+AUTOSCALER = OBJECT_OR_NULL
 LOAD: Check = (lambda v: isinstance(v, dict) and all(AMOUNT[0](v[k]) for k in
                                                      ("rate", "cpu_percent", "backlog") if k in v),
                "an object of numbers >= 0")
@@ -283,6 +284,10 @@ class MasterState(_Document):
     # instance -> {state, since, detail} (orphans.py); an entry keeps only its valid fields:
     # a session whose details cannot be read is still a session (status: unhealthy)
     sessions: Mapping[str, Mapping[str, Any]] | None = _f(OBJECT)
+    # the last reload: {"ok": bool, "at": time, "error": text} (a failed one changed nothing)
+    reload: Mapping[str, Any] | None = _f(OBJECT_OR_NULL)
+    # a rolling restart in progress (rollout.py): {"instance", "step", "done", "pending"}
+    rollout: Mapping[str, Any] | None = _f(OBJECT_OR_NULL)
 
     @classmethod
     def from_doc(cls, doc: Any, now: float) -> tuple[MasterState | None, list[str]]:

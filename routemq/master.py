@@ -30,14 +30,17 @@ import socket
 import time
 from typing import Any
 
+from routemq.app_checks import check_application
 from routemq.autoscale import Autoscaler, Load, Policy
 from routemq.backends import Backend, SystemdBackend
-from routemq.errors import MasterError
+from routemq.errors import MasterError, RegistryError
 from routemq.documents import MasterState, WorkerHealth, WorkerState
 from routemq.membership import Membership, gains, overlap
 from routemq.notify import Notifier
 from routemq.orphans import Orphans, drainer_spawner
 from routemq.plan import Plan, compute_plan, plan_routes, resolve_worker_count
+from routemq.registry import reload_router
+from routemq.rollout import Rollout, View
 from routemq.router import Router
 from routemq.runtime import (FileLock, RuntimePaths, ensure_dir, lock_holder, marked_sessions,
                              pid_alive, read_health_dir, read_plan, write_text_atomic)
@@ -83,6 +86,8 @@ class Master:
         self.claimed = False
         self.lock = FileLock(self.paths.master_lock)
         self._textfile_at = -TEXTFILE_INTERVAL
+        self.rollout: Rollout | None = None  # a reload's rolling restart in progress
+        self.last_reload: dict[str, Any] | None = None
 
     # --- the plan ------------------------------------------------------------------------
     def _write(self, plan: Plan) -> None:
@@ -101,8 +106,12 @@ class Master:
 
     def replan(self, now: float) -> None:
         """Plan over the current members; start a make-before-break hand-over if needed."""
-        target = compute_plan(self.routes, sorted(self.membership.members),
+        resting = self.rollout.excluded() & self.membership.members if self.rollout else set()
+        target = compute_plan(self.routes, sorted(self.membership.members - resting),
                               previous=self.target or self.written)
+        if resting:  # named with no route, it lets go of everything once the others hold it
+            target = dataclasses.replace(target, assignments={
+                **target.assignments, **{i: () for i in resting}})
         if self.written is None:
             self._write(target)
             log.info("plan generation %d: instances %s", self.written.generation,
@@ -176,6 +185,7 @@ class Master:
         if left:
             log.info("instances %s left", sorted(left))
         self._autoscale(now)
+        self._roll(now)
         if joined or left or self._replan or self.written is None:
             self._replan = False
             self.replan(now)
@@ -183,6 +193,33 @@ class Master:
         self._drain_orphans(now)
         self._keep_plan_file()
         self.report(now)
+
+    def _roll(self, now: float) -> None:
+        """One step of a reload's rolling restart (rollout.py), from what this tick saw."""
+        rollout = self.rollout
+        n = rollout.subject() if rollout is not None else None
+        if rollout is None or n is None:
+            self.rollout = None
+            return
+        h = self.health.get(n)
+        live = h.pid if h is not None and h.pid is not None and pid_alive(h.pid) and \
+            h.fresh(now, self.config.health_interval) else None
+        written = self.written
+        settled = self.target is None and written is not None
+        view = View(
+            others_present=any(i != n for i in self.present(now) & self.membership.members),
+            # planned empty, and it has unsubscribed (or it is not running at all)
+            handed_over=settled and not written.assignments.get(n) and (
+                live is None or self._applied(n, written.generation)),
+            pid=live,
+            old_alive=rollout.old_pid is not None and pid_alive(rollout.old_pid),
+            applied=settled and bool(written.assignments.get(n))
+            and self._applied(n, written.generation))
+        for action in rollout.tick(now, view):
+            if action[0] == "replan":
+                self._replan = True
+            elif self.backend is not None:
+                getattr(self.backend, action[0])(action[1])
 
     def _drain_orphans(self, now: float) -> None:
         members, present = self.membership.members, self.present(now)
@@ -270,6 +307,8 @@ class Master:
             load=dataclasses.asdict(self.load(now)),
             warnings=tuple(written.warnings) if written else (),
             sessions=self.orphans.snapshot(),
+            reload=self.last_reload,
+            rollout=self.rollout.state() if self.rollout else None,
         )
 
     def report(self, now: float) -> None:
@@ -328,10 +367,34 @@ class Master:
         return 0
 
     def reload(self) -> None:
-        """SIGHUP: plan again from the current members (the routes come from the application
-        loaded at start; an application update needs a restart)."""
+        """SIGHUP (`systemctl reload routemq.target`): import the application again. If it
+        loads and passes the checks a worker makes, plan its routes and restart the workers
+        one at a time, each handing its routes over first (rollout.py). If not, nothing
+        changes: the running version stays, the journal and `routemq status` say why."""
         self.notifier.reloading()
-        self._replan = True
+        try:
+            router = reload_router(self.config.router_directory, self.config.app_root)
+            errors = check_application(self.config, router)
+            if errors:
+                raise RegistryError("; ".join(errors))
+        except RegistryError as exc:
+            self.last_reload = {"ok": False, "at": time.time(), "error": str(exc)}
+            log.error("reload failed, the running version stays: %s", exc)
+        else:
+            self.routes = plan_routes(router)
+            self.last_reload = {"ok": True, "at": time.time(), "routes": len(self.routes)}
+            members = sorted(self.membership.members)
+            if self.rollout is not None and self.rollout.current is not None:
+                # The instance being restarted gets the newest version anyway.
+                self.rollout.pending = [i for i in members if i != self.rollout.current]
+            else:
+                self.rollout = Rollout(members)
+            log.info("reload: %d routes; restarting instances %s one at a time%s",
+                     len(self.routes), members, "" if self.backend is not None else
+                     " is impossible without a back end (restart the workers yourself)")
+            if self.backend is None:
+                self.rollout = None
+            self._replan = True
         self.notifier.ready()
 
     def stop(self) -> None:

@@ -167,6 +167,21 @@ class RouterRegistry:
         self.modules.append(name)
 
 
+def reload_router(router_directory: str = "app.routers",
+                  app_root: str | os.PathLike[str] | None = None) -> Router:
+    """The application imported afresh (a reload): every module loaded from below `app_root`
+    is forgotten first, so that edited files are read again. Whoever holds the previous
+    Router keeps its modules; RegistryError leaves nothing of the new version behind."""
+    root = os.path.abspath(os.fspath(app_root) if app_root else os.getcwd())
+    for name, module in list(sys.modules.items()):
+        places = [getattr(module, "__file__", None) or "",
+                  *(getattr(module, "__path__", None) or [])]
+        if any(_inside(p, root) for p in places):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+    return load_router(router_directory, root)
+
+
 def load_router(router_directory: str = "app.routers",
                 app_root: str | os.PathLike[str] | None = None) -> Router:
     """Shortcut: the merged Router of an application."""

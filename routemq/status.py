@@ -285,6 +285,8 @@ def _master_section(snap: Snapshot, now: float) -> dict[str, Any] | None:
         "autoscaler": m.autoscaler,
         "handover": bool(m.handover),  # a plan change is being applied
         "warnings": list(m.warnings or ()),
+        "reload": dict(m.reload) if m.reload else None,
+        "rollout": dict(m.rollout) if m.rollout else None,
     }
 
 
@@ -351,8 +353,17 @@ def _route_problem(route: Mapping[str, Any]) -> str:
             f"{id_list(route['planned'])}{held})")
 
 
+def _reload_problem(master: Mapping[str, Any] | None) -> str | None:
+    """A reload the running master refused: the operator's new version is not running."""
+    last = master.get("reload") if master is not None and master["alive"] else None
+    if not isinstance(last, Mapping) or last.get("ok") is not False:
+        return None
+    return f"the last reload failed, the previous version keeps running: {last.get('error')}"
+
+
 def _health(workers: list[dict[str, Any]], routes: list[dict[str, Any]],
-            master_problem: str | None, sessions: list[dict[str, Any]]) -> dict[str, Any]:
+            master_problem: str | None, sessions: list[dict[str, Any]],
+            reload_problem: str | None = None) -> dict[str, Any]:
     """overall_health over the healthy share, then the rules: each reason of ``severe`` is
     unhealthy whatever the share; a planned instance's own problem is at least degraded.
     What follows from a reason already given is not repeated: with no worker connected no
@@ -372,6 +383,7 @@ def _health(workers: list[dict[str, Any]], routes: list[dict[str, Any]],
                       f"workers are healthy ({share['health_percentage']}%; unhealthy below "
                       f"70%)")
     minor = [w["problem"] for w in planned if w["problem"]]
+    minor += [reload_problem] if reload_problem else []
     status = UNHEALTHY if severe else DEGRADED if minor else HEALTHY
     return {**share, "status": status, "reasons": severe + minor}
 
@@ -386,6 +398,11 @@ def _warnings(snap: Snapshot, master: dict[str, Any] | None, workers: list[dict[
         out.extend(snap.plan.warnings)
     if master is not None:  # the master repeats its plan's warnings: each is said once
         out.extend(f"master: {w}" for w in master["warnings"] if w not in out)
+    rollout = master["rollout"] if master else None
+    if isinstance(rollout, Mapping) and rollout.get("instance") is not None:
+        out.append(f"reload in progress: restarting instance {rollout['instance']} (step "
+                   f"{rollout.get('step')}); done {rollout.get('done')}, next "
+                   f"{rollout.get('pending')}")
     version = master["plan_version"] if master else None
     for w in workers:
         name = f"instance {w['instance']}"
@@ -466,7 +483,8 @@ def build_status(snap: Snapshot, now: float | None = None) -> dict[str, Any]:
     master = _master_section(snap, now)
     expected = _master_expected(snap)
     sessions = _sessions_section(snap, now)
-    health = _health(workers, routes, _master_problem(master, expected), sessions)
+    health = _health(workers, routes, _master_problem(master, expected), sessions,
+                     _reload_problem(master))
     in_plan = [w for w in workers if w["planned"]]
     m = snap.master or MasterState()
     group = m.group or snap.group

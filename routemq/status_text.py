@@ -108,7 +108,8 @@ def render_table(status: Mapping[str, Any]) -> str:
             f"master: pid {_cell(m['pid'])} {MASTER_STATES.get(m['state'], 'NOT RUNNING')}, "
             f"backend {_cell(m['backend'])}, plan version {_cell(m['plan_version'])}, "
             f"up {duration(m['uptime_s'])}, updated {duration(m['updated_age_s'])} ago"
-            + (", plan hand-over in progress" if m["handover"] else ""))
+            + (", plan hand-over in progress" if m["handover"] else "")
+            + (", reload in progress" if m.get("rollout") else ""))
         if isinstance(scaler, Mapping) and scaler.get("enabled"):
             lines.append(
                 f"autoscaler: {scaler.get('min')}..{scaler.get('max')} workers, target "

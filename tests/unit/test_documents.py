@@ -57,7 +57,9 @@ def test_master_json_reads_back_as_written():
                     updated_at=NOW, plan_version=2, instances=(1, 2), members=(1, 2),
                     handover=False, restarts={"2": 1}, autoscaler=None,
                     load={"rate": 1.0, "cpu_percent": 2.0, "backlog": 0}, warnings=("w",),
-                    sessions={"3": {"state": "waiting", "since": NOW, "detail": "x"}})
+                    sessions={"3": {"state": "waiting", "since": NOW, "detail": "x"}},
+                    reload={"ok": False, "at": NOW, "error": "e"},
+                    rollout={"instance": 1, "step": "out", "done": [], "pending": [2]})
     doc = json.loads(m.to_json())
     assert set(doc) == written(MasterState) and doc["autoscaler"] is None
     assert MasterState.from_doc(doc, NOW) == (m, [])

@@ -453,3 +453,19 @@ def test_the_masters_copy_of_a_plan_warning_is_said_once():
     s = build_status(snapshot({1: health(1, routes=(A,))}, Plan({1: (A,)}, warnings=(warning,)),
                               master=master_doc(instances=[1], warnings=[warning])))
     assert s["warnings"] == [warning] and s["health"]["status"] == "healthy"
+
+
+def test_a_failed_reload_is_degraded_and_a_rollout_is_said():
+    master = {"pid": 50, "backend": "systemd", "updated_at": NOW - 1, "instances": [1],
+              "reload": {"ok": False, "at": NOW - 5, "error": "router module x.py: SyntaxError"},
+              "rollout": {"instance": 2, "step": "stop", "done": [1], "pending": [3]}}
+    s = build_status(snapshot({1: health(1)}, master=master))
+    assert s["health"]["status"] == "degraded" and exit_code(s) == 1
+    assert s["health"]["reasons"] == ["the last reload failed, the previous version keeps "
+                                      "running: router module x.py: SyntaxError"]
+    assert "reload in progress: restarting instance 2 (step stop); done [1], next [3]" in \
+        s["warnings"]
+    assert ", reload in progress" in render_table(s)
+    master["reload"] = {"ok": True, "at": NOW - 5, "routes": 3}
+    assert build_status(snapshot({1: health(1)}, master=master))["health"]["status"] == \
+        "healthy"
