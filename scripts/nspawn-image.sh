@@ -15,7 +15,7 @@ set -euo pipefail
 CACHE_DIR=${CACHE_DIR:-/var/cache/routemq-test}
 REBUILD=${REBUILD:-0}
 # Installed in the image: what a Debian host running routemq would have besides the package.
-BASE_PKGS=systemd,systemd-sysv,dbus,polkitd,procps,mosquitto,mosquitto-clients,python3,ca-certificates
+BASE_PKGS=systemd,systemd-sysv,dbus,polkitd,procps,mosquitto,mosquitto-clients,python3,python3-venv,ca-certificates
 # The .deb's runtime dependencies: downloaded only, so installing the .deb really pulls them.
 DEP_PKGS="python3-paho-mqtt python3-sdnotify python3-pythonjsonlogger python3-configargparse"
 

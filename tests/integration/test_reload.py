@@ -45,6 +45,14 @@ def write_version(app: Path, version: str, extra: str = "") -> None:
     (routers / "routes.py").write_text(ROUTER.format(version=version, extra=extra))
 
 
+def v1_running(make_run, app: Path) -> tuple[Run, dict[int, int]]:
+    """`routemq run --workers 2` of version 1, settled; and its workers' pids."""
+    write_version(app, "v1")
+    run: Run = make_run(2, app=app).start_run()
+    run.wait_settled([1, 2])
+    return run, {i: d["pid"] for i, d in run.healths().items()}
+
+
 def versions(run: Run) -> dict[int, set[str]]:
     """instance -> the versions it recorded messages with."""
     seen: dict[int, set[str]] = {}
@@ -62,10 +70,7 @@ def reloaded(run: Run) -> dict | None:
 def test_reload_restarts_each_worker_and_loses_nothing(make_run, broker: Mosquitto, publisher,
                                                        tmp_path: Path) -> None:
     app = tmp_path / "app-root"
-    write_version(app, "v1")
-    run: Run = make_run(2, app=app).start_run()
-    run.wait_settled([1, 2])
-    before = {i: d["pid"] for i, d in run.healths().items()}
+    run, before = v1_running(make_run, app)
     pub = publisher(broker.host, broker.port)
     with AckedStream(pub, ["pair", "plain"], rate=120) as stream:
         wait_until(lambda: len(run.processed()) >= 200, 20, "the stream handled")
@@ -95,10 +100,7 @@ def test_reload_restarts_each_worker_and_loses_nothing(make_run, broker: Mosquit
 def test_a_reload_that_cannot_import_changes_nothing(make_run, broker: Mosquitto,
                                                      tmp_path: Path) -> None:
     app = tmp_path / "app-root"
-    write_version(app, "v1")
-    run: Run = make_run(2, app=app).start_run()
-    run.wait_settled([1, 2])
-    pids = {i: d["pid"] for i, d in run.healths().items()}
+    run, pids = v1_running(make_run, app)
     (app / "app" / "routers" / "routes.py").write_text("from routemq.router import Router\n"
                                                        "router = Router(\n")
     os.kill(run.proc.pid, signal.SIGHUP)

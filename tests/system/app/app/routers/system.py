@@ -8,9 +8,10 @@ block/{n}     blocks the event loop with time.sleep: no more WATCHDOG=1, systemd
               every restart and block again
 hog/{mb}      allocates and touches mb MiB: MemoryMax must OOM-kill the worker (QoS 0, same
               reason)
-syscalls/{n}  calls os.nice, os.sched_setaffinity and os.chown, which the units' system call
-              filter refuses: each must raise PermissionError (SystemCallErrorNumber=EPERM),
-              not kill the worker with SIGSYS; logs what each raised
+syscalls/{n}  calls os.nice, which the units allow, and os.sched_setaffinity and os.chown,
+              which their system call filter refuses: those must raise PermissionError
+              (SystemCallErrorNumber=EPERM), not kill the worker with SIGSYS; logs what each
+              raised
 """
 import logging
 import os
