@@ -31,14 +31,16 @@ HEADER = """\
 # better, in /etc/routemq/conf.d/*.conf (read after this file, sorted by name; the last
 # value wins), so package upgrades never have to ask about this file.
 #
-# Precedence, highest first: command line > environment > conf.d/*.conf > this file >
-# defaults. Each key's environment variable is shown in [brackets].
+# Precedence, highest first: command line > environment > the application's .env >
+# conf.d/*.conf > this file > defaults. Each key's environment variable is shown in
+# [brackets].
 #
 # Syntax: `key = value`; `#` starts a comment (quote a value that contains ` #`).
-# Apply a change: `systemctl reload routemq-master.service 'routemq-worker@*.service'`
-# for the route plan, `systemctl restart routemq.target` for anything else, and
-# `systemctl daemon-reload` after changing worker_count (the number of instances
-# routemq.target starts at boot comes from it).
+# Apply a change: `systemctl reload routemq.target` restarts the workers one at a time,
+# each handing its routes over first (they read this file again; so does the master's
+# import of the application), `systemctl restart routemq.target` restarts everything at
+# once (the master's own settings), and `systemctl daemon-reload` after changing
+# worker_count (the number of instances routemq.target starts at boot comes from it).
 #
 # Secrets: rather than mqtt_password here, put the password in
 # /etc/credstore/mqtt_password (root:root, mode 0600; the units load it with

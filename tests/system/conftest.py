@@ -52,6 +52,10 @@ def machine(request: pytest.FixtureRequest, images: None, deb: Path) -> Iterator
     try:
         m.start()
         m.put(deb, DEB_IN_MACHINE)
+        # An installed Debian has /etc/hosts (the installer writes it); bookworm's minbase
+        # image does not, and without it "localhost" (a RouteMQ project's .env) does not
+        # resolve.
+        m.sh("[ -e /etc/hosts ] || printf '127.0.0.1 localhost\\n::1 localhost\\n' > /etc/hosts")
         m.write("/etc/mosquitto/conf.d/routemq-test.conf", MOSQUITTO_CONF)
         m.run("mosquitto_passwd", "-b", "-c", "/etc/mosquitto/passwd", "routemq", "s3cret-pw")
         m.run("chown", "mosquitto:", "/etc/mosquitto/passwd")
