@@ -40,6 +40,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable, Protocol
 
+from routemq.message import Message
 from routemq.metrics import WorkerMetrics
 from routemq.payload import decode_payload
 from routemq.router import Route, Router
@@ -247,7 +248,13 @@ class Dispatcher:
         ok = False
         try:
             payload = decode_payload(delivery.payload)
-            await route.call(delivery.topic, payload, self.client, job.params)
+            if route.uses_message:
+                # attempt=1: retries (issue 13 part 1) will pass the job's attempt count here.
+                await route.call(delivery.topic, payload, self.client, job.params,
+                                 Message.from_delivery(delivery, payload, job.params,
+                                                       self.client, 1))
+            else:
+                await route.call(delivery.topic, payload, self.client, job.params)
             ok = True
         except asyncio.CancelledError as exc:
             if not job.timed_out:

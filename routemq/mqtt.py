@@ -95,6 +95,9 @@ class Message(NamedTuple):
     dup: bool = False
     subscription_ids: tuple[int, ...] = ()  # MQTT 5 only
     generation: int = 0
+    # paho's PUBLISH properties object as received (MQTT 5; None under 3.1.1), kept as it
+    # is: only routemq.message reads it, and only for the routes that use a Message.
+    properties: Any = None
 
 
 def describe_reason(rc: Any, kind: str = "connack") -> str:
@@ -542,8 +545,9 @@ class MqttClient:
         self._call("on_disconnect", text)
 
     def _cb_message(self, client: Any, userdata: Any, m: mqtt.MQTTMessage) -> None:
+        props = getattr(m, "properties", None)
         # MQTT 5 only; paho keeps this repeatable property as a list.
-        ids = getattr(getattr(m, "properties", None), "SubscriptionIdentifier", ())
+        ids = getattr(props, "SubscriptionIdentifier", ())
         ids = (ids,) if isinstance(ids, int) else ids
         try:
             topic = m.topic
@@ -551,7 +555,7 @@ class MqttClient:
             topic = bytes(m._topic).decode("utf-8", "replace")
         self._call("on_message", Message(
             topic, bytes(m.payload), m.qos, bool(m.retain), m.mid, bool(m.dup), tuple(ids),
-            self.generation))
+            self.generation, props))
 
     def _cb_subscribe(self, client: Any, userdata: Any, mid: int, granted: Any, *_: Any) -> None:
         codes = [_reason_value(g) for g in granted]

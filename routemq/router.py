@@ -19,10 +19,24 @@ import inspect
 from typing import Any, Callable, Container, Sequence
 
 from routemq.errors import NoRouteError, RouteError
+from routemq.message import Message
 from routemq.middleware import Context, as_callable
 from routemq.topics import TopicPattern, TopicTree, parse_pattern
 
 Handler = Callable[..., Any]
+
+# The keywords a handler is called with besides its route parameters.
+RESERVED_PARAMS = ("payload", "client", "message")
+
+
+def declares_message(handler: Handler) -> bool:
+    """Whether `handler` has a parameter named `message` (by name or keyword-only)."""
+    try:
+        parameter = inspect.signature(handler).parameters.get("message")
+    except (TypeError, ValueError):  # some builtins and C callables have no signature
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 async def _call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -43,6 +57,11 @@ class Route:
             self.parsed: TopicPattern = parse_pattern(topic)
         except ValueError as exc:
             raise RouteError(str(exc)) from None
+        reserved = [n for n in self.parsed.param_names if n in RESERVED_PARAMS]
+        if reserved:
+            # topics.py refuses payload and client already, with these words
+            raise RouteError(f"invalid route pattern {topic!r}: parameter name "
+                             f"{reserved[0]!r} is reserved (handlers receive it)")
         if not callable(handler):
             raise RouteError(f"route {topic!r}: handler {handler!r} is not callable")
         if isinstance(qos, bool) or qos not in (0, 1, 2):
@@ -62,6 +81,10 @@ class Route:
                        for i in range(len(self.middleware))]
         # A coroutine function is awaited directly; anything else goes through _call.
         self._direct = inspect.iscoroutinefunction(handler)
+        # Decided once: a handler declaring `message` gets the Message; with middleware the
+        # context carries it. The dispatcher builds one only where `uses_message` is true.
+        self.wants_message = declares_message(handler)
+        self.uses_message = self.wants_message or bool(self._handles)
         self.shared = bool(shared)
         # As in RouteMQ: a route that is not shared runs on exactly one worker.
         self.worker_count = worker_count if self.shared else 1
@@ -88,18 +111,31 @@ class Route:
         return self.mqtt_topic
 
     async def call(self, topic: str, payload: Any, client: Any,
-                   params: dict[str, str]) -> Any:
-        """Run the middleware chain and the handler for one message."""
+                   params: dict[str, str], message: Message | None = None) -> Any:
+        """Run the middleware chain and the handler for one message. `message` is needed
+        only where `uses_message` (one is made from the rest when not given)."""
         if not self._handles:  # the common case: no context dict, no chain
+            if self.wants_message:
+                if message is None:
+                    message = Message.bare(topic, payload, params, client)
+                return await _call(self.handler, **params, payload=payload, client=client,
+                                   message=message)
             if self._direct:
                 return await self.handler(**params, payload=payload, client=client)
             return await _call(self.handler, **params, payload=payload, client=client)
+        if message is None:
+            message = Message.bare(topic, payload, params, client)
         context: Context = {"topic": topic, "payload": payload, "params": params,
-                            "client": client, "route": self, "route_pattern": self.topic}
+                            "client": client, "route": self, "route_pattern": self.topic,
+                            "message": message}
         return await self._chain(0, context)
 
     async def _chain(self, index: int, context: Context) -> Any:
         if index == len(self._handles):
+            if self.wants_message:
+                return await _call(self.handler, **context["params"],
+                                   payload=context["payload"], client=context["client"],
+                                   message=context["message"])
             return await _call(self.handler, **context["params"],
                                payload=context["payload"], client=context["client"])
         return await _call(self._handles[index], context, self._nexts[index])

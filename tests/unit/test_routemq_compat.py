@@ -57,7 +57,7 @@ def test_worker_hands_middleware_and_handler_the_paho_client():
     asyncio.run(main())
     assert LoggingMiddleware.seen == [
         ("devices/message/dev42", b"routemq-host-1", "devices/message/{device_id}",
-         ["client", "params", "payload", "route", "route_pattern", "topic"])]
+         ["client", "message", "params", "payload", "route", "route_pattern", "topic"])]
     [(device_id, payload, client)] = ExampleController.calls
     assert (device_id, payload) == ("dev42", {"t": 21})
     assert client is mqtt.paho and callable(client.publish)
