@@ -10,6 +10,8 @@
     routemq run [--workers N]          master and workers in the foreground, no systemd needed
     routemq status [--json]            the fleet: workers, routes, master, overall health
     routemq metrics                    the same in Prometheus text format
+    routemq dead-letters [replay] [--route PATTERN]  list (or republish) the spooled dead
+                                       letters: [--json]; replay [--limit N] [--dry-run]
 
 Exit status: 0 success, 1 runtime failure, 2 bad configuration or application (systemd
 units list 2 in RestartPreventExitStatus, so a broken config does not restart in a loop).
@@ -268,6 +270,110 @@ def cmd_metrics(config: Any) -> int:
     return 0
 
 
+def _dead_letter_args(parser: configargparse.ArgParser) -> None:
+    parser.add_argument("action", nargs="?", choices=("list", "replay"), default="list",
+                        help="list the spooled dead letters (default), or replay them")
+    parser.add_argument("--route", metavar="PATTERN", default=None,
+                        help="only the letters of this route (its pattern, or a shell-style "
+                        "wildcard over it: 'orders/*')")
+    parser.add_argument("--limit", type=_positive, default=None, metavar="N",
+                        help="replay: at most N letters, oldest first")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="replay: say what would be republished, change nothing")
+    _json_flag(parser)
+
+
+def _positive(raw: str) -> int:
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise configargparse.ArgumentTypeError(f"not an integer: {raw!r}") from None
+    if value < 1:
+        raise configargparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _letter_row(letter: Any) -> dict[str, Any]:
+    from routemq.deadletters import not_replayable, preview
+
+    r = letter.record
+    return {"id": letter.id, "time": r["time"], "route": r["route"], "topic": r["topic"],
+            "qos": r["qos"], "error": r["error"], "attempts": r.get("attempts", 1),
+            "worker": r.get("worker"), "payload_bytes": r.get("payload_bytes"),
+            "preview": preview(r), "replayable": not_replayable(r) is None}
+
+
+def _when(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def cmd_dead_letters(config: Any) -> int:
+    from routemq.deadletters import spool_for
+
+    spool = spool_for(config)
+    if config.action == "replay":
+        return _replay(config, spool)
+    listing = spool.letters(config.route)
+    for problem in listing.problems:
+        print(f"routemq: warning: {problem}", file=sys.stderr)
+    rows = [_letter_row(letter) for letter in listing.letters]
+    if config.json:
+        print(json.dumps({"spool": str(spool.directory), "letters": rows,
+                          "problems": listing.problems}, indent=2))
+        return 0
+    if not rows:
+        print(f"no dead letters in {spool.directory}")
+        return 0
+    print(_table([[_when(r["time"]), r["route"], r["topic"], str(r["attempts"]), r["error"],
+                   r["preview"]] for r in rows],
+                 ["TIME", "ROUTE", "TOPIC", "ATTEMPTS", "ERROR", "PAYLOAD"]))
+    print(f"{_count(rows, 'dead letter')} in {spool.directory}")
+    return 0
+
+
+def _replay(config: Any, spool: Any) -> int:
+    from routemq.deadletters import BrokerPublisher, replay
+    from routemq.session import client_id
+
+    def said(letter: Any) -> None:
+        verb = "would republish" if config.dry_run else "republished"
+        print(f"{verb} {letter.record['topic']} (qos {letter.record['qos']}, route "
+              f"{letter.route}, {_when(letter.record['time'])})")
+
+    publisher = None
+    if not config.dry_run and spool.letters(config.route).letters:
+        publisher = BrokerPublisher(config, client_id(f"{config.client_id_prefix}-replay",
+                                                      os.getpid()))
+        try:
+            publisher.connect()
+        except ConnectionError as exc:
+            print(f"routemq: {exc}; nothing replayed", file=sys.stderr)
+            return 1
+    try:
+        result = replay(spool, publisher.publish if publisher else _no_publish,
+                        route=config.route, limit=config.limit, dry_run=config.dry_run,
+                        on_letter=said)
+    except ConnectionError as exc:
+        print(f"routemq: {exc}; the rest stays in the spool", file=sys.stderr)
+        return 1
+    finally:
+        if publisher is not None:
+            publisher.close()
+    for problem in result.problems:
+        print(f"routemq: warning: {problem}", file=sys.stderr)
+    for letter, why in result.skipped:
+        print(f"skipped {letter.id} ({letter.record['topic']}): {why}")
+    print(f"{_count(result.replayed, 'dead letter')} "
+          f"{'to replay' if config.dry_run else 'replayed'}, {len(result.skipped)} skipped")
+    return 0
+
+
+def _no_publish(topic: str, payload: bytes, qos: int) -> None:
+    raise AssertionError("a dry run publishes nothing")
+
+
 def cmd_master(config: Any) -> int:
     from routemq.master import run_master
 
@@ -290,6 +396,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], int], Callable[[Any], None] | None]] =
     "run": (cmd_run, _run_args),
     "status": (cmd_status, _json_flag),
     "metrics": (cmd_metrics, None),
+    "dead-letters": (cmd_dead_letters, _dead_letter_args),
 }
 
 

@@ -24,7 +24,8 @@ import logging
 import time
 from typing import Any
 
-from routemq.dispatcher import Dispatcher, dead_letter_publisher
+from routemq.deadletters import dead_letter_sink, spool_for
+from routemq.dispatcher import Dispatcher
 from routemq.errors import EXIT_BUSY, EXIT_FAILURE, EXIT_OK
 from routemq.metrics import WorkerMetrics
 from routemq.mqtt import Message, MqttClient
@@ -59,8 +60,10 @@ class SessionDrainer:
             router, client=self.client, ack=self._ack, max_inflight=config.max_inflight,
             handler_timeout=config.handler_timeout, max_payload_bytes=config.max_payload_bytes,
             metrics=self.metrics,
-            dead_letter=dead_letter_publisher(self.client, config.dead_letter_topic,
-                                              self.client_id))
+            dead_letter=dead_letter_sink(spool_for(config), self.client,
+                                         config.dead_letter_topic, self.client_id,
+                                         on_spool_error=self._spool_failed))
+        self.spool_error: OSError | None = None
         self.dispatcher.hold(router.routes, routes_by_id(router))
 
     def _on_connect(self, session_present: bool, reason: int) -> None:
@@ -76,7 +79,14 @@ class SessionDrainer:
         self.loop.call_soon_threadsafe(self.dispatcher.submit, msg)
 
     def _ack(self, msg: Message) -> None:
-        self.client.ack(msg.mid, msg.qos, msg.generation)
+        if self.spool_error is None:  # else a dead letter may be unwritten: keep it queued
+            self.client.ack(msg.mid, msg.qos, msg.generation)
+
+    def _spool_failed(self, exc: OSError) -> None:
+        if self.spool_error is None:
+            log.error("draining instance %d: cannot write dead letters: %s; acknowledging "
+                      "nothing more", self.instance, exc)
+        self.spool_error = exc
 
     async def run(self, timeout: float = DRAIN_LIMIT) -> int:
         self.loop = asyncio.get_running_loop()
@@ -104,6 +114,7 @@ class SessionDrainer:
                 log.warning("no UNSUBACK within %.0fs: %r", UNSUBACK_WAIT, exc)
             drained = await until_quiet(lambda: self.dispatcher.idle,
                                         lambda: self.last_delivery, timeout)
+            drained = drained and self.spool_error is None  # never end a session we hold
             if not drained:
                 await self.dispatcher.cancel()
         await asyncio.to_thread(self.client.disconnect)

@@ -71,6 +71,8 @@ class Snapshot:
     pids: dict[int, bool] = field(default_factory=dict)  # pid -> the process exists
     units: dict[int, UnitState] | None = None  # None: not under systemd (or not queried)
     notes: list[str] = field(default_factory=list)
+    dead_letter_spool: str | None = None  # the spool directory read (None: not read)
+    dead_letters: dict[str, int] = field(default_factory=dict)  # route -> letters spooled
 
 
 # --- systemd ----------------------------------------------------------------------------------
@@ -240,6 +242,7 @@ def read_configured_fleet(config: Any, **kwargs: Any) -> Snapshot:
     the planned instances are 1..worker_count when it is a number, else those with health
     files, and each holds the routes its health file reports (routes_held); a note says so."""
     snap = read_fleet(config, **kwargs)
+    read_dead_letters(snap, config)
     if snap.plan is not None or os.path.exists(RuntimePaths(config.runtime_dir).plan) \
             or not os.path.isdir(config.runtime_dir):  # else "does not exist" says it all
         return snap
@@ -252,6 +255,20 @@ def read_configured_fleet(config: Any, **kwargs: Any) -> Snapshot:
     snap.notes.append(f"no plan.json: the planned instances are {count}, their routes those "
                       f"their health files report")
     return snap
+
+
+def read_dead_letters(snap: Snapshot, config: Any) -> None:
+    """Dead letters per route from the spool's file names (routemq.deadletters): a
+    directory listing, no file read in the usual case."""
+    from routemq.deadletters import spool_for
+
+    spool = spool_for(config)
+    snap.dead_letter_spool = str(spool.directory)
+    try:
+        snap.dead_letters = spool.counts()
+    except OSError as exc:
+        snap.notes.append(f"cannot read the dead-letter spool {spool.directory}: "
+                          f"{exc.strerror or exc}")
 
 
 def _count(worker_count: Any) -> int | None:

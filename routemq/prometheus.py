@@ -199,6 +199,10 @@ def render_metrics(status: Mapping[str, Any]) -> str:
     _route_metrics(exp, base, workers)
     _plan_metrics(exp, base, status.get("routes", []))
     _master_metrics(exp, base, status.get("master"), bool(status.get("master_expected")))
+    exp.add("routemq_dead_letters", "gauge",
+            "Dead letters in the spool, per route (`routemq dead-letters` lists them).",
+            [({**base, "route": route}, n) for route, n in
+             ((status.get("dead_letters") or {}).get("routes") or {}).items()])
     return exp.text()
 
 

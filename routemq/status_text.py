@@ -61,6 +61,16 @@ def _route_check(route: Mapping[str, Any]) -> str:
     return "ok"
 
 
+def _dead_letter_lines(dead: Mapping[str, Any]) -> list[str]:
+    """Letters per route in the spool (`routemq dead-letters` lists them); nothing when
+    the spool is empty."""
+    routes = dead.get("routes") or {}
+    if not routes:
+        return []
+    return ["", f"dead letters in {dead.get('spool')} (`routemq dead-letters`):"] + \
+        _table(["ROUTE", "LETTERS"], [[route, n] for route, n in routes.items()])
+
+
 MASTER_STATES = {"running": "running", "stale": "NOT RESPONDING"}
 
 
@@ -96,6 +106,7 @@ def render_table(status: Mapping[str, Any]) -> str:
         lines += _table(["INST", "STATE", "FOR", "DETAIL"], [
             [s["instance"], s["state"], duration(s["age_s"]), s["detail"]]
             for s in status["sessions"]])
+    lines += _dead_letter_lines(status.get("dead_letters") or {})
     m = status["master"]
     lines.append("")
     if m is None and status["master_expected"]:

@@ -33,7 +33,8 @@ from collections import deque
 from typing import Any, Coroutine
 
 from routemq.assignment import Assignment
-from routemq.dispatcher import Dispatcher, dead_letter_publisher
+from routemq.deadletters import dead_letter_sink, spool_for
+from routemq.dispatcher import Dispatcher
 from routemq.documents import WorkerHealth, WorkerState
 from routemq.errors import WorkerError
 from routemq.handover import wait_for_handover
@@ -95,8 +96,10 @@ class Worker:
             self.router, client=self.client, ack=self._ack,
             max_inflight=config.max_inflight, handler_timeout=config.handler_timeout,
             max_payload_bytes=config.max_payload_bytes, metrics=self.metrics,
-            dead_letter=dead_letter_publisher(self.client, config.dead_letter_topic,
-                                              self.client_id))
+            dead_letter=dead_letter_sink(spool_for(config), self.client,
+                                         config.dead_letter_topic, self.client_id,
+                                         on_spool_error=self._spool_failed))
+        self._spool_error: OSError | None = None
 
     @property
     def state(self) -> WorkerState:
@@ -128,7 +131,18 @@ class Worker:
             # else: stopping; left unacknowledged in the session for the next start
 
     def _ack(self, msg: Message) -> None:
+        if self._spool_error is not None:
+            return  # a dead letter may be unwritten: the broker delivers it again
         self.client.ack(msg.mid, msg.qos, msg.generation)
+
+    def _spool_failed(self, exc: OSError) -> None:
+        """A dead letter could not be spooled (disk full, read-only): acknowledge nothing
+        more and stop (exit 1), so the broker keeps the message for the next start."""
+        if self._spool_error is None:
+            self._fail = WorkerError(f"cannot write dead letters: {exc}; stopping without "
+                                     "acknowledging")
+            self._stop.set()
+        self._spool_error = exc
 
     # --- connection events (on the loop) -------------------------------------------------
     def _on_connect(self, session_present: bool, reason: int) -> None:

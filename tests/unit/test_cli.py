@@ -160,3 +160,35 @@ def test_commands_import_only_what_they_use(module, banned):
                        env={**os.environ, "PYTHONPATH": ROOT}, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == []
+
+
+def test_dead_letters_lists_replays_dry_and_refuses_bad_input(tmp_path):
+    from routemq.deadletters import Spool
+    from routemq.dispatcher import dead_letter_record
+    from routemq.router import Router
+
+    router = Router()
+    router.on("orders/{id}", lambda **kw: None, qos=1)
+
+    class Delivery:
+        topic, payload, qos = "orders/7", b'{"seq": 7}', 1
+    Spool(tmp_path / "dead-letters").append(
+        dict(dead_letter_record(router.routes[0], Delivery, "RuntimeError: boom"), attempts=1))
+    env = {"ROUTEMQ_STATE_DIR": str(tmp_path)}
+    listed = routemq("dead-letters", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["letters"]
+    assert (row["topic"], row["route"], row["error"], row["attempts"], row["preview"]) == \
+        ("orders/7", "orders/{id}", "RuntimeError: boom", 1, '{"seq": 7}')
+    table = routemq("dead-letters", "--route", "orders/*", env=env)
+    assert "orders/7" in table.stdout and "1 dead letter in" in table.stdout
+    assert "no dead letters" in routemq("dead-letters", "--route", "x", env=env).stdout
+    dry = routemq("dead-letters", "replay", "--dry-run", env=env)
+    assert dry.returncode == 0 and "would republish orders/7" in dry.stdout
+    unreachable = routemq("dead-letters", "replay", env={**env, "MQTT_PORT": "1"})
+    assert unreachable.returncode == 1
+    assert len(unreachable.stderr.strip().splitlines()) == 1
+    assert "connection refused" in unreachable.stderr
+    assert len(Spool(tmp_path / "dead-letters").letters().letters) == 1  # nothing removed
+    bad = routemq("dead-letters", "replay", "--limit", "0", env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -265,3 +265,12 @@ def test_write_textfile_is_atomic_and_world_readable(tmp_path):
 def test_the_strict_parser_rejects_broken_text(bad):
     with pytest.raises(AssertionError):
         parse_exposition(bad)
+
+
+def test_dead_letters_per_route():
+    snap = Snapshot(runtime_dir="/run/routemq", taken_at=NOW, monotonic=10.0, hostname="h",
+                    dead_letters={ODD_ROUTE: 2, "b": 1})
+    families = parse_exposition(render_metrics(build_status(snap)))
+    samples = {s[0]["route"]: s[1] for s in families["routemq_dead_letters"]["samples"]}
+    assert samples == {ODD_ROUTE: 2.0, "b": 1.0}
+    assert families["routemq_dead_letters"]["type"] == "gauge"

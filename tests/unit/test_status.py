@@ -469,3 +469,19 @@ def test_a_failed_reload_is_degraded_and_a_rollout_is_said():
     master["reload"] = {"ok": True, "at": NOW - 5, "routes": 3}
     assert build_status(snapshot({1: health(1)}, master=master))["health"]["status"] == \
         "healthy"
+
+
+def test_dead_letter_counts_per_route():
+    snap = snapshot({1: health(1, routes=(A,))}, plan=Plan({1: (A,)}))
+    snap.dead_letter_spool, snap.dead_letters = "/var/lib/routemq/dead-letters", {
+        "b": 1, "a/{id}": 3}
+    status = build_status(snap)
+    assert status["dead_letters"] == {"spool": "/var/lib/routemq/dead-letters",
+                                      "routes": {"a/{id}": 3, "b": 1}}
+    assert status["overview"]["dead_letters"] == 4
+    json.dumps(status)
+    text = render_table(status)
+    assert "dead letters in /var/lib/routemq/dead-letters" in text
+    assert any(line.split() == ["a/{id}", "3"] for line in text.splitlines())
+    snap.dead_letters = {}
+    assert "dead letters" not in render_table(build_status(snap))
