@@ -1,0 +1,60 @@
+"""Dead letters under `routemq run` with 2 workers: an always-failing QoS 1 route's messages
+are spooled, `routemq dead-letters` lists them, `status` counts them, `replay` runs each
+again and empties the spool."""
+import json
+from pathlib import Path
+
+from routemq.deadletters import Spool
+from tests.helpers import wait_until
+from tests.integration.broker import publish_many
+from tests.integration.workers import Run
+
+APP = Path(__file__).resolve().parent / "apps" / "deadletters"
+N = 40
+
+
+def runs_per_seq(run):
+    counts: dict[str, int] = {}
+    for row in run.processed("dl"):
+        counts[row.seq] = counts.get(row.seq, 0) + 1
+    return counts
+
+
+def test_failed_messages_are_spooled_listed_and_replayed(broker, tmp_path):
+    state = tmp_path / "state"
+    run = Run(broker, tmp_path / "run", 2, app=APP, ROUTEMQ_STATE_DIR=str(state))
+    spool = Spool(state / "dead-letters")
+    try:
+        run.start_run()
+        run.wait_settled([1, 2])
+        publish_many(broker, [(f"dl/{i % 4}", json.dumps({"seq": i})) for i in range(N)])
+        wait_until(lambda: len(spool.letters().letters) >= N, 60, f"{N} dead letters spooled",
+                   abort=run.running(), explain=lambda: f"{len(spool.letters().letters)}")
+        assert sorted(runs_per_seq(run).values()) == [1] * N  # each ran once, then spooled
+
+        listed = run.routemq("dead-letters", "--json")
+        assert listed.returncode == 0, listed.stderr
+        letters = json.loads(listed.stdout)["letters"]
+        assert len(letters) == N
+        assert {json.loads(r["preview"])["seq"] for r in letters} == set(range(N))
+        assert {(r["route"], r["qos"], r["attempts"]) for r in letters} == {("dl/{id}", 1, 1)}
+        assert all("fails on purpose" in r["error"] for r in letters)
+        assert len({r["worker"] for r in letters}) == 2  # spooled by both workers
+        status, _ = run.status()
+        assert status["dead_letters"]["routes"] == {"dl/{id}": N}
+        metrics = run.routemq("metrics").stdout
+        assert f'route="dl/{{id}}"}} {N}' in metrics
+
+        (run.out / "replay-ok").touch()  # the handler succeeds from now on
+        replayed = run.routemq("dead-letters", "replay")
+        assert replayed.returncode == 0, replayed.stderr
+        assert f"{N} dead letters replayed, 0 skipped" in replayed.stdout
+        wait_until(lambda: sorted(runs_per_seq(run).values()) == [2] * N, 60,
+                   "each message run a second time", abort=run.running(),
+                   explain=lambda: str(runs_per_seq(run)))
+        assert spool.letters().letters == []
+        status, _ = run.status()
+        assert status["dead_letters"]["routes"] == {}
+        assert run.stop_run() == 0
+    finally:
+        run.cleanup()
