@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 
 from machine import Machine, cleanup_stale
-from system_helpers import DEB_IN_MACHINE, ROOT
+from system_helpers import DEB_IN_MACHINE, ROOT, STREAM_IN_MACHINE
 
 # Anonymous clients stay allowed (the tests publish anonymously); a client that names a user
 # must give that user's password. Not per_listener_settings: with it, mosquitto 2.0.21
@@ -52,6 +52,7 @@ def machine(request: pytest.FixtureRequest, images: None, deb: Path) -> Iterator
     try:
         m.start()
         m.put(deb, DEB_IN_MACHINE)
+        m.put(ROOT / "tests" / "system" / "stream.py", STREAM_IN_MACHINE)
         # An installed Debian has /etc/hosts (the installer writes it); bookworm's minbase
         # image does not, and without it "localhost" (a RouteMQ project's .env) does not
         # resolve.

@@ -1,17 +1,27 @@
-"""A steady QoS 1 stream, run INSIDE the test machine with Debian's paho-mqtt (1.6 or 2.x):
+"""QoS 1 (or 0) messages from a paho client, run INSIDE the test machine with Debian's
+paho-mqtt (1.6 or 2.x), instead of `mosquitto_pub -l`, which sometimes never exits once its
+input ends (eclipse-mosquitto/mosquitto#1448, #2739):
 
-    python3 stream.py TOPIC COUNT RATE     # {"seq": 1..COUNT} on TOPIC, RATE a second
+    python3 stream.py TOPIC COUNT [RATE] [--qos Q] [--start S]
 
-Prints one JSON line when every message is acknowledged (or after 120 s): sent, acked, and
-the PUBACK reason codes paho 2.x reports (16: no matching subscribers)."""
+publishes {"seq": S..S+COUNT-1} on TOPIC, RATE a second (0, the default: as fast as it can).
+Prints one JSON line once every message is acknowledged (QoS 0: written), or after 120 s:
+sent, acked, and the PUBACK reason codes paho 2.x reports (16: no matching subscribers).
+"""
+import argparse
 import json
-import sys
 import threading
 import time
 
 import paho.mqtt.client as paho
 
-topic, count, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+parser = argparse.ArgumentParser()
+parser.add_argument("topic")
+parser.add_argument("count", type=int)
+parser.add_argument("rate", type=float, nargs="?", default=0.0)
+parser.add_argument("--qos", type=int, default=1)
+parser.add_argument("--start", type=int, default=1)
+args = parser.parse_args()
 reasons: dict = {}
 connected = threading.Event()
 if hasattr(paho, "CallbackAPIVersion"):
@@ -28,10 +38,11 @@ client.max_inflight_messages_set(100)
 client.connect("127.0.0.1", 1883)
 client.loop_start()
 connected.wait(30)
-infos, start = [], time.monotonic()
-for seq in range(1, count + 1):
-    time.sleep(max(0.0, start + seq / rate - time.monotonic()))
-    infos.append(client.publish(topic, json.dumps({"seq": seq}), qos=1))
+infos, began = [], time.monotonic()
+for n in range(args.count):
+    if args.rate:
+        time.sleep(max(0.0, began + (n + 1) / args.rate - time.monotonic()))
+    infos.append(client.publish(args.topic, json.dumps({"seq": args.start + n}), qos=args.qos))
 deadline = time.monotonic() + 120
 for info in infos:
     info.wait_for_publish(max(0.0, deadline - time.monotonic()))

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from machine import Machine
 from tests import helpers
-from tests.helpers import missing_account, mosquitto_pub_runs, seq_payloads, status_document
+from tests.helpers import missing_account, status_document
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = Path(__file__).resolve().parent / "app" / "app"  # copied to /srv/routemq/app
@@ -72,11 +72,19 @@ class Journal:
         return by_worker
 
 
-def publish(machine: Machine, topic: str, count: int, *, qos: int = 1, start: int = 1) -> None:
-    """count messages {"seq": n} on topic, with mosquitto_pub -l (one process, fast)."""
-    for argv, stdin in mosquitto_pub_runs(topic, seq_payloads(count, start), host="127.0.0.1",
-                                          qos=qos):
-        machine.run(*argv, input=stdin.decode())
+STREAM_IN_MACHINE = "/root/stream.py"  # tests/system/stream.py, put there by the fixture
+
+
+def publish(machine: Machine, topic: str, count: int, *, qos: int = 1, start: int = 1,
+            rate: float = 0) -> dict[str, Any]:
+    """count messages {"seq": n} (n from start) on topic, from a paho client in the machine
+    (stream.py: fast, and it exits, where `mosquitto_pub -l` may not); returns its account
+    (sent, acked, PUBACK reasons) once the broker acknowledged every one."""
+    out = machine.run("python3", STREAM_IN_MACHINE, topic, str(count), str(rate), "--qos",
+                      str(qos), "--start", str(start), timeout=300).stdout
+    account = json.loads(out.splitlines()[-1])
+    assert account["acked"] == account["sent"] == count, (topic, account)
+    return account
 
 
 def show(machine: Machine, unit: str, *props: str) -> dict[str, str]:
