@@ -1,14 +1,19 @@
 """Device commands: must run one at a time, in the order they were published."""
 import logging
 
+from routemq import Message
+
 log = logging.getLogger("app.devices")
 
 
 class DeviceController:
     @staticmethod
-    async def execute_command(device_id, payload, client):
+    async def execute_command(device_id, payload, client, message: Message):
         command = payload.get("command") if isinstance(payload, dict) else payload
         log.info("command for %s: %r", device_id, command, extra={"device_id": device_id})
+        if message.response_topic:  # an MQTT 5 request: tell the sender it was done
+            await message.reply({"device_id": device_id, "command": command, "status": "done"})
+        return command
 
 
 class NotificationController:
