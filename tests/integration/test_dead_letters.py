@@ -7,7 +7,7 @@ from pathlib import Path
 from routemq.deadletters import Spool
 from tests.helpers import wait_until
 from tests.integration.broker import publish_many
-from tests.integration.workers import Run
+from tests.integration.workers import Fleet, Run
 
 APP = Path(__file__).resolve().parent / "apps" / "deadletters"
 N = 40
@@ -58,3 +58,30 @@ def test_failed_messages_are_spooled_listed_and_replayed(broker, tmp_path):
         assert run.stop_run() == 0
     finally:
         run.cleanup()
+
+
+def test_a_spool_that_cannot_be_written_loses_nothing(broker, tmp_path):
+    """The letter cannot be written (here: a file where the spool directory should be): the
+    worker acknowledges nothing, exits 1, and the broker delivers the message again to the
+    next start, which spools it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "dead-letters").write_text("in the way")
+    fleet = Fleet(broker, tmp_path / "fleet", 1, ROUTEMQ_APP_ROOT=str(APP),
+                  ROUTEMQ_STATE_DIR=str(state))
+    try:
+        worker = fleet.start(1)
+        worker.wait_running()
+        publish_many(broker, [("dl/1", json.dumps({"seq": 1}))])
+        assert worker.wait(30) == 1
+        assert "cannot write dead letters" in worker.output()
+        (state / "dead-letters").unlink()
+        fleet.start(1).wait_running()
+        spool = Spool(state / "dead-letters")
+        wait_until(lambda: len(spool.letters().letters) == 1, 30, "the letter spooled",
+                   explain=worker.output)
+        assert spool.letters().letters[0].record["topic"] == "dl/1"
+        assert len(fleet.processed("dl")) == 2  # ran once per start
+        assert worker.stop() == 0
+    finally:
+        fleet.cleanup()
