@@ -135,6 +135,8 @@ class Fleet:
             "ROUTEMQ_APP_ROOT": str(APP), "ROUTEMQ_RUNTIME_DIR": str(self.runtime),
             "ROUTEMQ_CONFIG": os.devnull, "ROUTEMQ_CONFIG_DIR": str(self.dir / "conf.d"),
             "ROUTEMQ_CLIENT_ID_PREFIX": f"t{self.broker.port}",
+            # each fleet its own state directory: its dead letters are its own
+            "ROUTEMQ_STATE_DIR": str(self.dir / "state"),
             "TEST_OUT": str(self.out), "TEST_WORKER": str(instance),
         })
         env.update({k: str(v) for k, v in self.config.items()})
