@@ -251,8 +251,7 @@ class Dispatcher:
             if route.uses_message:
                 # attempt=1: retries (issue 13 part 1) will pass the job's attempt count here.
                 await route.call(delivery.topic, payload, self.client, job.params,
-                                 Message.from_delivery(delivery, payload, job.params,
-                                                       self.client, 1))
+                                 Message(delivery, payload, job.params, self.client, 1))
             else:
                 await route.call(delivery.topic, payload, self.client, job.params)
             ok = True

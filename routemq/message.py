@@ -14,7 +14,8 @@ there are no properties: `user_properties` is [] and the other MQTT 5 fields are
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
 
 if TYPE_CHECKING:
     from paho.mqtt.properties import Properties
@@ -62,59 +63,103 @@ def speaks_mqtt5(client: Any) -> bool:
     return getattr(client, "_protocol", MQTTv5) == MQTTv5
 
 
+class _Fields(NamedTuple):
+    """The delivery of a Message made by hand (`Message.build`): a routemq.mqtt.Message's
+    fields, with `properties` any object carrying paho's attribute names."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    dup: bool = False
+    properties: Any = None
+
+
 class Message:
     """One delivery as a handler sees it. `attempt` is 1 on the first delivery to a handler
-    (retries count up from there)."""
+    (retries count up from there).
 
-    __slots__ = ("topic", "payload", "raw", "qos", "retain", "dup", "attempt", "params",
-                 "user_properties", "content_type", "response_topic", "correlation_data",
-                 "message_expiry_interval", "_client")
+    Made per message for the routes that use one, so it costs five assignments: the flags
+    and the MQTT 5 fields are read from the delivery (and its paho properties object) only
+    when asked for. `Message.build(topic, payload, ...)` makes one from plain values.
+    """
 
-    def __init__(self, topic: str, payload: Any, raw: bytes = b"", qos: int = 0,
-                 retain: bool = False, dup: bool = False, attempt: int = 1,
-                 params: dict[str, str] | None = None,
-                 user_properties: UserProperties | None = None,
-                 content_type: str | None = None, response_topic: str | None = None,
-                 correlation_data: bytes | None = None,
-                 message_expiry_interval: int | None = None, client: Any = None) -> None:
-        self.topic = topic
+    __slots__ = ("_delivery", "payload", "params", "attempt", "_client")
+
+    def __init__(self, delivery: Any, payload: Any, params: dict[str, str], client: Any = None,
+                 attempt: int = 1) -> None:
+        self._delivery = delivery  # a routemq.mqtt.Message (or the dispatcher's Delivery)
         self.payload = payload
-        self.raw = raw
-        self.qos = qos
-        self.retain = retain
-        self.dup = dup
+        self.params = params
         self.attempt = attempt
-        self.params = params if params is not None else {}
-        self.user_properties = user_properties if user_properties is not None else []
-        self.content_type = content_type
-        self.response_topic = response_topic
-        self.correlation_data = correlation_data
-        self.message_expiry_interval = message_expiry_interval
         self._client = client  # what reply() publishes through
 
     @classmethod
-    def bare(cls, topic: str, payload: Any, params: dict[str, str], client: Any) -> Message:
-        """For a call without a delivery (`router.dispatch`): no flags, no properties."""
-        raw = bytes(payload) if isinstance(payload, (bytes, bytearray)) else b""
-        return cls(topic, payload, raw, params=params, client=client)
+    def build(cls, topic: str, payload: Any, raw: bytes | None = None, qos: int = 0,
+              retain: bool = False, dup: bool = False, attempt: int = 1,
+              params: dict[str, str] | None = None,
+              user_properties: Iterable[tuple[str, str]] | None = None,
+              content_type: str | None = None, response_topic: str | None = None,
+              correlation_data: bytes | None = None,
+              message_expiry_interval: int | None = None, client: Any = None) -> Message:
+        """A Message from plain values (no delivery: `router.dispatch`, tests)."""
+        if raw is None:
+            raw = bytes(payload) if isinstance(payload, (bytes, bytearray)) else b""
+        given = {"UserProperty": list(user_properties or ()), "ContentType": content_type,
+                 "ResponseTopic": response_topic, "CorrelationData": correlation_data,
+                 "MessageExpiryInterval": message_expiry_interval}
+        props = SimpleNamespace(**{k: v for k, v in given.items() if v})
+        return cls(_Fields(topic, raw, qos, retain, dup, props), payload,
+                   params if params is not None else {}, client, attempt)
 
-    @classmethod
-    def from_delivery(cls, delivery: Any, payload: Any, params: dict[str, str], client: Any,
-                      attempt: int = 1) -> Message:
-        """From a routemq.mqtt.Message (or anything with its fields) and its decoded payload;
-        its `properties` (paho's object, None under MQTT 3.1.1) are read here, not before."""
-        # retain and dup with defaults: the dispatcher's Delivery protocol does not require them
-        retain, dup = getattr(delivery, "retain", False), getattr(delivery, "dup", False)
-        props = getattr(delivery, "properties", None)
-        if props is None:
-            return cls(delivery.topic, payload, delivery.payload, delivery.qos, retain, dup,
-                       attempt, params, client=client)
-        correlation = getattr(props, "CorrelationData", None)
-        return cls(delivery.topic, payload, delivery.payload, delivery.qos, retain, dup,
-                   attempt, params, [(k, v) for k, v in getattr(props, "UserProperty", ())],
-                   getattr(props, "ContentType", None), getattr(props, "ResponseTopic", None),
-                   None if correlation is None else bytes(correlation),
-                   getattr(props, "MessageExpiryInterval", None), client)
+    @property
+    def topic(self) -> str:
+        return self._delivery.topic
+
+    @property
+    def raw(self) -> bytes:
+        return self._delivery.payload
+
+    @property
+    def qos(self) -> int:
+        return self._delivery.qos
+
+    # retain and dup with defaults: the dispatcher's Delivery protocol does not require them
+    @property
+    def retain(self) -> bool:
+        return bool(getattr(self._delivery, "retain", False))
+
+    @property
+    def dup(self) -> bool:
+        return bool(getattr(self._delivery, "dup", False))
+
+    def _property(self, name: str) -> Any:
+        # paho sets an attribute only for the properties the packet carried; None under
+        # MQTT 3.1.1, where there are no properties at all
+        return getattr(getattr(self._delivery, "properties", None), name, None)
+
+    @property
+    def user_properties(self) -> UserProperties:
+        """The MQTT 5 user properties, in order, repeated keys kept ([] when none)."""
+        return [(k, v) for k, v in self._property("UserProperty") or ()]
+
+    @property
+    def content_type(self) -> str | None:
+        return self._property("ContentType")
+
+    @property
+    def response_topic(self) -> str | None:
+        return self._property("ResponseTopic")
+
+    @property
+    def correlation_data(self) -> bytes | None:
+        data = self._property("CorrelationData")
+        return None if data is None else bytes(data)
+
+    @property
+    def message_expiry_interval(self) -> int | None:
+        """Seconds left, as the broker forwarded it (it counts the time the message waited)."""
+        return self._property("MessageExpiryInterval")
 
     async def reply(self, payload: Any, qos: int = 1,
                     user_properties: Iterable[tuple[str, str]] | None = None) -> Any:

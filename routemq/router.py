@@ -117,14 +117,17 @@ class Route:
         if not self._handles:  # the common case: no context dict, no chain
             if self.wants_message:
                 if message is None:
-                    message = Message.bare(topic, payload, params, client)
+                    message = Message.build(topic, payload, params=params, client=client)
+                if self._direct:
+                    return await self.handler(**params, payload=payload, client=client,
+                                              message=message)
                 return await _call(self.handler, **params, payload=payload, client=client,
                                    message=message)
             if self._direct:
                 return await self.handler(**params, payload=payload, client=client)
             return await _call(self.handler, **params, payload=payload, client=client)
         if message is None:
-            message = Message.bare(topic, payload, params, client)
+            message = Message.build(topic, payload, params=params, client=client)
         context: Context = {"topic": topic, "payload": payload, "params": params,
                             "client": client, "route": self, "route_pattern": self.topic,
                             "message": message}

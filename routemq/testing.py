@@ -136,4 +136,4 @@ class TestClient:
         if not route.uses_message:
             return await route.call(topic, decoded, self.client, params)
         return await route.call(topic, decoded, self.client, params,
-                                Message.from_delivery(delivery, decoded, params, self.client))
+                                Message(delivery, decoded, params, self.client))

@@ -27,9 +27,9 @@ MQTT5_PROPS = dict(UserProperty=[("tenant", "acme"), ("trace", "t-1")],
                    CorrelationData=b"\x00req-7", MessageExpiryInterval=30)
 
 
-def test_from_delivery_reads_the_mqtt5_properties():
+def test_message_reads_the_mqtt5_properties_of_its_delivery():
     d = Delivery("rpc/7", b'{"q": 1}', 1, True, 5, True, (3,), 0, props(**MQTT5_PROPS))
-    m = Message.from_delivery(d, {"q": 1}, {"id": "7"}, "C")
+    m = Message(d, {"q": 1}, {"id": "7"}, "C")
     assert (m.topic, m.payload, m.raw, m.qos, m.retain, m.dup, m.attempt, m.params) == \
         ("rpc/7", {"q": 1}, b'{"q": 1}', 1, True, True, 1, {"id": "7"})
     assert m.user_properties == [("tenant", "acme"), ("trace", "t-1")]
@@ -38,16 +38,28 @@ def test_from_delivery_reads_the_mqtt5_properties():
 
 
 def test_mqtt311_delivery_has_no_properties():
-    m = Message.from_delivery(Delivery("a/b", b"x", 0, False, 0), b"x", {}, None)
+    m = Message(Delivery("a/b", b"x", 0, False, 0), b"x", {})
     assert m.user_properties == [] and m.response_topic is None
     assert m.content_type is m.correlation_data is m.message_expiry_interval is None
     assert (m.retain, m.dup, m.attempt) == (False, False, 1)
 
 
 def test_message_has_slots_only():
-    m = Message("t", b"")
+    m = Message.build("t", b"")
     with pytest.raises(AttributeError):
         m.other = 1  # type: ignore[attr-defined]
+
+
+def test_build_makes_a_message_from_plain_values():
+    m = Message.build("a/1", {"x": 1}, b'{"x":1}', 1, True, False, 2, {"id": "1"},
+                      [("k", "v")], "text/json", "r/1", b"c", 60, client="C")
+    assert (m.topic, m.payload, m.raw, m.qos, m.retain, m.dup, m.attempt, m.params) == \
+        ("a/1", {"x": 1}, b'{"x":1}', 1, True, False, 2, {"id": "1"})
+    assert (m.user_properties, m.content_type, m.response_topic, m.correlation_data,
+            m.message_expiry_interval) == ([("k", "v")], "text/json", "r/1", b"c", 60)
+    bare = Message.build("b", b"raw")
+    assert (bare.raw, bare.user_properties, bare.response_topic, bare.params) == \
+        (b"raw", [], None, {})
 
 
 @pytest.mark.parametrize("payload, wire", [
@@ -65,7 +77,8 @@ def test_encode_payload_refuses_what_has_no_wire_form():
 def test_reply_sends_correlation_data_and_user_properties():
     published = []
     client = RecordingClient(published)
-    m = Message("rpc/7", {}, response_topic="replies/7", correlation_data=b"c-1", client=client)
+    m = Message.build("rpc/7", {}, response_topic="replies/7", correlation_data=b"c-1",
+                      client=client)
     info = asyncio.run(m.reply({"v": 21.5}, qos=2, user_properties=[("k", "v")]))
     assert info.rc == 0
     [p] = published
@@ -75,7 +88,7 @@ def test_reply_sends_correlation_data_and_user_properties():
 
 
 def test_reply_without_response_topic_is_a_value_error():
-    m = Message("rpc/7", {}, client=RecordingClient([]))
+    m = Message.build("rpc/7", {}, client=RecordingClient([]))
     with pytest.raises(ValueError, match="rpc/7.*no response topic"):
         asyncio.run(m.reply("x"))
 
@@ -89,7 +102,8 @@ def test_reply_under_mqtt311_sends_no_properties():
             self.calls.append((args, kwargs))
 
     client = V311()
-    m = Message("rpc/7", {}, response_topic="replies/7", correlation_data=b"c", client=client)
+    m = Message.build("rpc/7", {}, response_topic="replies/7", correlation_data=b"c",
+                      client=client)
     asyncio.run(m.reply("pong"))
     assert client.calls == [(("replies/7", b"pong"), {"qos": 1, "properties": None})]
 
@@ -102,8 +116,8 @@ def test_reply_through_a_real_paho_client(protocol):
     if hasattr(paho, "CallbackAPIVersion"):
         kwargs["callback_api_version"] = paho.CallbackAPIVersion.VERSION2
     client = paho.Client(**kwargs)
-    m = Message("rpc/7", {}, response_topic="replies/7", correlation_data=b"c-9",
-                client=client)
+    m = Message.build("rpc/7", {}, response_topic="replies/7", correlation_data=b"c-9",
+                      client=client)
     info = asyncio.run(m.reply({"ok": 1}, user_properties=[("a", "b")]))
     queued = client._out_messages[info.mid]
     assert (queued.topic, queued.payload, queued.qos) == ("replies/7", b'{"ok":1}', 1)
