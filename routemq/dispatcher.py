@@ -83,13 +83,14 @@ class RateLimitedLog:
 class _Job:
     """One accepted delivery on its way through a handler."""
 
-    __slots__ = ("route", "delivery", "params", "task", "started", "timed_out")
+    __slots__ = ("route", "delivery", "params", "task", "started", "timed_out", "timeout")
 
     def __init__(self, route: Route, delivery: Any, params: Params) -> None:
         self.route, self.delivery, self.params = route, delivery, params
         self.task: asyncio.Task[None] | None = None
         self.started = 0.0
         self.timed_out = False
+        self.timeout = 0.0  # seconds; 0 = none (the route's, else the worker's)
 
 
 class Dispatcher:
@@ -114,6 +115,10 @@ class Dispatcher:
         # non-shared route in arrival order.
         self._pending: deque[_Job] = deque()
         self._ordered: dict[str, deque[_Job]] = {}  # route key -> jobs behind the running one
+        # Shared routes with their own max_inflight: how many run, and who waits for them
+        # (apart from _pending, so that a busy slow route does not hold up the others).
+        self._route_running: dict[str, int] = {}
+        self._held: dict[str, deque[_Job]] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._active: dict[_Job, float] = {}  # one entry per handler running: its start
         self._sweeper: asyncio.TimerHandle | None = None
@@ -187,6 +192,9 @@ class Dispatcher:
                 self._spawn(job)
                 return
             backlog.append(job)  # one of its messages is running: wait behind it
+        elif route.max_inflight is not None and self._route_full(route):
+            self._idle.clear()
+            self._held.setdefault(route.key, deque()).append(job)
         elif len(self._running) < self.max_inflight:
             self._spawn(job)
             return
@@ -198,12 +206,20 @@ class Dispatcher:
             self.paused = True
             self._pause()
 
+    def _route_full(self, route: Route) -> bool:
+        return self._route_running.get(route.key, 0) >= route.max_inflight  # type: ignore
+
     def _spawn(self, job: _Job) -> None:
+        route = job.route
+        if route.max_inflight is not None:
+            self._route_running[route.key] = self._route_running.get(route.key, 0) + 1
         task = job.task = asyncio.get_running_loop().create_task(self._process(job))
         self._running.add(task)
         self._idle.clear()
-        if self.handler_timeout > 0 and self._sweeper is None:
-            self._sweeper = task.get_loop().call_later(self._sweep_interval(), self._sweep)
+        job.timeout = self.handler_timeout if route.timeout is None else route.timeout
+        if job.timeout > 0 and self._sweeper is None:
+            self._sweeper = task.get_loop().call_later(self._sweep_interval(job.timeout),
+                                                       self._sweep)
 
     def _next(self, job: _Job) -> None:
         """Called by a job as it ends: start what waited for it, or note that all is done."""
@@ -215,9 +231,21 @@ class Dispatcher:
                 self._spawn(backlog.popleft())
             elif backlog is not None:
                 del self._ordered[job.route.key]
+        elif job.route.max_inflight is not None:
+            key = job.route.key
+            self._route_running[key] -= 1
+            held = self._held.get(key)
+            if held:  # its turn among the others: first in line for a free slot
+                self._pending.appendleft(held.popleft())
+            if held is not None and not held:
+                del self._held[key]
         while self._pending and len(self._running) < self.max_inflight:
+            waiting = self._pending.popleft()
+            if waiting.route.max_inflight is not None and self._route_full(waiting.route):
+                self._held.setdefault(waiting.route.key, deque()).append(waiting)
+                continue
             self._waiting -= 1
-            self._spawn(self._pending.popleft())
+            self._spawn(waiting)
         if self.paused and self._waiting <= self.high_water // 2:
             self.paused = False
             if self._resume is not None:
@@ -226,20 +254,24 @@ class Dispatcher:
             self._idle.set()
 
     # --- handler timeouts ----------------------------------------------------------------
-    def _sweep_interval(self) -> float:
-        return min(1.0, max(0.01, self.handler_timeout / 10))
+    @staticmethod
+    def _sweep_interval(timeout: float) -> float:
+        return min(1.0, max(0.01, timeout / 10))
 
     def _sweep(self) -> None:
-        """Cancel the handlers that outlived handler_timeout; re-arm while any runs."""
+        """Cancel the handlers that outlived their timeout (the route's, else
+        handler_timeout); re-arm while any with a timeout runs."""
         self._sweeper = None
-        deadline = time.monotonic() - self.handler_timeout
+        now = time.monotonic()
+        timeouts = [job.timeout for job in self._active if job.timeout > 0]
         for job, started in list(self._active.items()):
-            if started <= deadline and not job.timed_out and job.task is not None:
+            if 0 < job.timeout <= now - started and not job.timed_out and job.task is not None:
                 job.timed_out = True
                 job.task.cancel()
-        if self._running:
-            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_interval(),
-                                                                  self._sweep)
+        if self._running:  # a job may be spawned and not yet started: keep sweeping
+            self._sweeper = asyncio.get_running_loop().call_later(
+                self._sweep_interval(min(timeouts, default=self.handler_timeout or 1.0)),
+                self._sweep)
 
     # --- one message ---------------------------------------------------------------------
     async def _process(self, job: _Job) -> None:
@@ -265,7 +297,7 @@ class Dispatcher:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()  # the cancellation was ours and is handled here
-            error = TimeoutError(f"handler timed out after {self.handler_timeout}s")
+            error = TimeoutError(f"handler timed out after {job.timeout:g}s")
             error.__cause__ = exc  # the traceback shows where the handler was waiting
             self._failed(route, delivery, str(error), error)
         except Exception as exc:
@@ -329,11 +361,9 @@ class Dispatcher:
     def stuck(self, now: float | None = None) -> bool:
         """True when a handler outlived its timeout plus a grace period (cancelling it did
         not end it): the worker should stop pinging the watchdog so systemd restarts it."""
-        if self.handler_timeout <= 0 or not self._active:
-            return False
         now = time.monotonic() if now is None else now
-        oldest = min(self._active.values())
-        return now - oldest > self.handler_timeout + STUCK_GRACE
+        return any(0 < job.timeout < now - started - STUCK_GRACE
+                   for job, started in self._active.items())
 
 
 def dead_letter_record(route: Route, delivery: Any, error: str,

@@ -52,7 +52,8 @@ class Route:
 
     def __init__(self, topic: str, handler: Handler, qos: int = 0,
                  middleware: Sequence[Any] | None = None, shared: bool = False,
-                 worker_count: int = 1) -> None:
+                 worker_count: int = 1, *, max_inflight: int | None = None,
+                 timeout: float | None = None) -> None:
         try:
             self.parsed: TopicPattern = parse_pattern(topic)
         except ValueError as exc:
@@ -70,9 +71,24 @@ class Route:
                 or worker_count < 1:
             raise RouteError(f"route {topic!r}: worker_count must be an integer >= 1, "
                              f"got {worker_count!r}")
+        if max_inflight is not None and (isinstance(max_inflight, bool) or not isinstance(
+                max_inflight, int) or max_inflight < 1):
+            raise RouteError(f"route {topic!r}: max_inflight must be an integer >= 1 or None, "
+                             f"got {max_inflight!r}")
+        if max_inflight is not None and max_inflight > 1 and not shared:
+            raise RouteError(f"route {topic!r}: max_inflight={max_inflight} on a route that is "
+                             "not shared: such a route runs one message at a time, in order")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
+                timeout, (int, float)) or not 0 <= timeout <= 86400):
+            raise RouteError(f"route {topic!r}: timeout must be a number of seconds between 0 "
+                             f"and 86400 (0 = none) or None, got {timeout!r}")
         self.topic = topic
         self.handler = handler
         self.qos = qos
+        # Per-route overrides of the worker's max_inflight and handler_timeout (None: the
+        # worker's). The dispatcher reads them for every message: plain attributes.
+        self.max_inflight = max_inflight if shared else None  # not shared: 1, in order
+        self.timeout = None if timeout is None else float(timeout)
         self.middleware = list(middleware or [])
         # Resolved once (this also fails at registration, not on the first message): the
         # per-message chain then allocates nothing but the context.
@@ -152,6 +168,8 @@ class Route:
             "qos": self.qos,
             "shared": self.shared,
             "worker_count": self.worker_count,
+            "max_inflight": self.max_inflight,
+            "timeout": self.timeout,
             "handler": self.handler_name,
             "middleware": [type(m).__name__ if hasattr(m, "handle") else
                            getattr(m, "__qualname__", repr(m)) for m in self.middleware],
@@ -176,10 +194,11 @@ class RouterGroup:
 
     def on(self, topic: str, handler: Handler | None = None, qos: int = 0,
            middleware: Sequence[Any] | None = None, shared: bool = False,
-           worker_count: int = 1) -> Any:
+           worker_count: int = 1, **limits: Any) -> Any:
         """Register a route below this group's prefix, after the group's middleware."""
         return self.router.on(self._full(topic), handler, qos,
-                              self.middleware + list(middleware or []), shared, worker_count)
+                              self.middleware + list(middleware or []), shared, worker_count,
+                              **limits)
 
     def group(self, prefix: str = "", middleware: Sequence[Any] | None = None) -> RouterGroup:
         """A nested group: prefixes join with '/', middleware lists concatenate."""
@@ -203,18 +222,24 @@ class Router:
 
     def on(self, topic: str, handler: Handler | None = None, qos: int = 0,
            middleware: Sequence[Any] | None = None, shared: bool = False,
-           worker_count: int = 1) -> Any:
+           worker_count: int = 1, *, max_inflight: int | None = None,
+           timeout: float | None = None) -> Any:
         """Register a route and return it. Without a handler, return a decorator:
 
             @router.on("sensors/{device_id}/data", shared=True, worker_count=3)
             async def process(device_id, payload, client): ...
+
+        `max_inflight` and `timeout` override the worker's `max_inflight` (for a shared route)
+        and `handler_timeout` for this route only: a slow external API gets its own limits.
         """
         if handler is None:
             def decorate(func: Handler) -> Handler:
-                self.on(topic, func, qos, middleware, shared, worker_count)
+                self.on(topic, func, qos, middleware, shared, worker_count,
+                        max_inflight=max_inflight, timeout=timeout)
                 return func
             return decorate
-        return self.add_route(Route(topic, handler, qos, middleware, shared, worker_count))
+        return self.add_route(Route(topic, handler, qos, middleware, shared, worker_count,
+                                    max_inflight=max_inflight, timeout=timeout))
 
     def add_route(self, route: Route) -> Route:
         """Add a built route; two routes with the same MQTT filter and sharing are an error
