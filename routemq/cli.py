@@ -35,7 +35,7 @@ from routemq.app_checks import check_application, setting, warn_application
 from routemq.config import exit_on_config_error, load_config
 from routemq.config_keys import MAX_INSTANCES
 from routemq.environment import (chosen_venv, reexec_argv, reexec_environ, running_in,
-                                 state_directory, venv_problem)
+                                 state_directory, user_name, venv_problem)
 from routemq.errors import EXIT_CONFIG, EXIT_OK, ConfigError, RegistryError
 from routemq.log import setup_logging
 from routemq.plan import standalone_plan
@@ -408,7 +408,8 @@ APP_COMMANDS = DAEMONS | {"check", "routes", "plan"}
 def _export_state_dir(config: Any) -> str | None:
     """Make the handlers' state directory and name it in $STATE_DIRECTORY (inherited by
     `routemq run`'s workers); why it cannot be made, or None."""
-    path = state_directory(config.state_dir, os.environ, os.geteuid())
+    euid = os.geteuid()
+    path = state_directory(config.state_dir, os.environ, euid, user_name(euid))
     try:
         path.mkdir(mode=0o750, parents=True, exist_ok=True)
     except OSError as exc:

@@ -15,7 +15,7 @@ A letter is one JSON object: topic, qos, payload (UTF-8 text, or base64 with
 payload_encoding "base64"; None with "omitted" for a rejected oversized payload, which
 cannot be replayed), route, error, time, worker, attempts.
 
-Which state directory (`spool_state_dir`): `state_dir` if set; else $STATE_DIRECTORY (what
+Which state directory (environment.state_directory, the daemons' rule): `state_dir` if set; else $STATE_DIRECTORY (what
 the units' StateDirectory= and every daemon export); else /var/lib/routemq for root and for
 the units' user `routemq`; else $XDG_STATE_HOME/routemq (~/.local/state/routemq), the
 default of `routemq run` as an ordinary user. So `routemq dead-letters` run as root or as
@@ -31,7 +31,6 @@ import base64
 import fnmatch
 import json
 import os
-import pwd
 import time
 from dataclasses import dataclass, field
 from itertools import count
@@ -40,13 +39,11 @@ from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote, unquote
 
 from routemq.dispatcher import dead_letter_payload, dead_letter_record
-from routemq.environment import state_directory
+from routemq.environment import state_directory, user_name
 
 __all__ = ["Spool", "Letter", "dead_letter_sink", "dead_letter_record", "replay"]
 
 SPOOL_DIR = "dead-letters"
-UNIT_USER = "routemq"  # systemd/sysusers.d/routemq.conf: the units run as this user
-UNIT_STATE_DIR = Path("/var/lib/routemq")  # StateDirectory=routemq
 SUFFIX = ".json"
 ROUTE_IN_NAME_MAX = 150  # %-quoted characters of the route kept in a file name
 REQUIRED = {"topic": str, "qos": int, "route": str, "error": str, "time": (int, float)}
@@ -155,35 +152,11 @@ def route_selected(route: str | None, pattern: str | None) -> bool:
     return route is not None and (route == pattern or fnmatch.fnmatchcase(route, pattern))
 
 
-def spool_state_dir(configured: str, environ: Mapping[str, str], euid: int,
-                    user: str | None) -> Path:
-    """The state directory whose spool the daemons write and the commands read (see the
-    module docstring): environment.state_directory, except that the units' user without
-    $STATE_DIRECTORY (a shell of `sudo -u routemq`) gets the units' directory too.
-
-    >>> spool_state_dir("", {"HOME": "/nonexistent"}, 998, "routemq")
-    PosixPath('/var/lib/routemq')
-    >>> spool_state_dir("", {"HOME": "/home/ann"}, 1000, "ann")
-    PosixPath('/home/ann/.local/state/routemq')
-    """
-    if not configured and not environ.get("STATE_DIRECTORY") and user == UNIT_USER:
-        return UNIT_STATE_DIR
-    return state_directory(configured, environ, euid)
-
-
-def _user_name(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-
-
 def spool_for(config: Any, environ: Mapping[str, str] | None = None) -> "Spool":
     """The spool of a configuration, as every daemon and command resolves it."""
     euid = os.geteuid()
-    state = spool_state_dir(getattr(config, "state_dir", "") or "",
-                            os.environ if environ is None else environ, euid,
-                            _user_name(euid))
+    state = state_directory(getattr(config, "state_dir", "") or "",
+                            os.environ if environ is None else environ, euid, user_name(euid))
     return Spool(state / SPOOL_DIR)
 
 

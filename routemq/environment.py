@@ -20,6 +20,7 @@ default elsewhere (`state_directory`).
 from __future__ import annotations
 
 import os
+import pwd
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -109,12 +110,27 @@ def reexec_environ(environ: Mapping[str, str]) -> dict[str, str]:
     return dict(environ, ROUTEMQ_PACKAGE_DIR=ROUTEMQ_PACKAGE_DIR)
 
 
-def state_directory(configured: str, environ: Mapping[str, str], euid: int) -> Path:
-    """Where handlers keep their files: `state_dir` if set; else systemd's $STATE_DIRECTORY
-    (the units' StateDirectory=routemq); else /var/lib/routemq for root; else
-    $XDG_STATE_HOME/routemq (~/.local/state/routemq).
+UNIT_USER = "routemq"  # systemd/sysusers.d: the units run as this user
+UNIT_STATE_DIR = Path("/var/lib/routemq")  # the units' StateDirectory=routemq
+
+
+def user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def state_directory(configured: str, environ: Mapping[str, str], euid: int,
+                    user: str | None = None) -> Path:
+    """Where handlers keep their files (and the dead-letter spool lives): `state_dir` if set;
+    else systemd's $STATE_DIRECTORY (the units' StateDirectory=routemq); else
+    /var/lib/routemq for root and for the units' user (a `sudo -u routemq` shell finds the
+    units' directory); else $XDG_STATE_HOME/routemq (~/.local/state/routemq).
 
     >>> state_directory("", {"STATE_DIRECTORY": "/var/lib/routemq"}, 998)
+    PosixPath('/var/lib/routemq')
+    >>> state_directory("", {"HOME": "/nonexistent"}, 998, "routemq")
     PosixPath('/var/lib/routemq')
     >>> state_directory("", {"HOME": "/home/ann"}, 1000)
     PosixPath('/home/ann/.local/state/routemq')
@@ -124,8 +140,8 @@ def state_directory(configured: str, environ: Mapping[str, str], euid: int) -> P
     if environ.get("STATE_DIRECTORY"):
         # systemd joins several StateDirectory= entries with ':'; ours is the first.
         return Path(environ["STATE_DIRECTORY"].split(":")[0])
-    if euid == 0:
-        return Path("/var/lib/routemq")
+    if euid == 0 or user == UNIT_USER:
+        return UNIT_STATE_DIR
     base = environ.get("XDG_STATE_HOME") or os.path.join(environ.get("HOME", "/"),
                                                          ".local", "state")
     return Path(base, "routemq")

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from routemq.deadletters import (Spool, SpoolFailed, dead_letter_sink, letter_name, parse_name,
-                                 payload_bytes, replay, spool_state_dir)
+                                 payload_bytes, replay)
 from routemq.dispatcher import dead_letter_record
+from routemq.environment import state_directory
 from routemq.router import Router
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,10 +224,10 @@ def test_sink_that_cannot_spool_says_so_before_the_ack(tmp_path):
 
 
 def test_state_dir_rule():
-    assert spool_state_dir("/x", {"STATE_DIRECTORY": "/y"}, 0, "root") == Path("/x")
-    assert spool_state_dir("", {"STATE_DIRECTORY": "/y:/z"}, 998, "routemq") == Path("/y")
-    assert spool_state_dir("", {}, 0, "root") == Path("/var/lib/routemq")
-    assert spool_state_dir("", {"HOME": "/nonexistent"}, 998, "routemq") == \
+    assert state_directory("/x", {"STATE_DIRECTORY": "/y"}, 0, "root") == Path("/x")
+    assert state_directory("", {"STATE_DIRECTORY": "/y:/z"}, 998, "routemq") == Path("/y")
+    assert state_directory("", {}, 0, "root") == Path("/var/lib/routemq")
+    assert state_directory("", {"HOME": "/nonexistent"}, 998, "routemq") == \
         Path("/var/lib/routemq")
-    assert spool_state_dir("", {"HOME": "/home/ann"}, 1000, "ann") == \
+    assert state_directory("", {"HOME": "/home/ann"}, 1000, "ann") == \
         Path("/home/ann/.local/state/routemq")
