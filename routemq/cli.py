@@ -370,7 +370,7 @@ def _replay(config: Any, spool: Any) -> int:
     return 0
 
 
-def _no_publish(topic: str, payload: bytes, qos: int) -> None:
+def _no_publish(topic: str, payload: bytes, qos: int, properties: Any) -> None:
     raise AssertionError("a dry run publishes nothing")
 
 

@@ -13,7 +13,10 @@ Names sort oldest first; the route in the name lets `routemq status` count lette
 from a directory listing alone (a route too long for a file name is read from the file).
 A letter is one JSON object: topic, qos, payload (UTF-8 text, or base64 with
 payload_encoding "base64"; None with "omitted" for a rejected oversized payload, which
-cannot be replayed), route, error, time, worker, attempts.
+cannot be replayed), route, error, time, worker, attempts (how many times the handler ran),
+retain, and the MQTT 5 properties it arrived with when it had any (`properties`:
+user_properties, content_type, response_topic, correlation_data in base64,
+message_expiry_interval; routemq.message.properties_record).
 
 Which state directory (environment.state_directory, the daemons' rule): `state_dir` if set; else $STATE_DIRECTORY (what
 the units' StateDirectory= and every daemon export); else /var/lib/routemq for root and for
@@ -21,9 +24,10 @@ the units' user `routemq`; else $XDG_STATE_HOME/routemq (~/.local/state/routemq)
 default of `routemq run` as an ordinary user. So `routemq dead-letters` run as root or as
 routemq finds the units' spool.
 
-Replay (`replay`) republishes oldest first and removes each letter only after the broker
-acknowledged its copy: killed at any point, it loses none and republishes at most the one in
-flight twice.
+Replay (`replay`) republishes oldest first, with the letter's QoS and properties, and
+removes each letter only after the broker acknowledged its copy: killed at any point, it
+loses none and republishes at most the one in flight twice. It never sets the retain flag:
+a retained message replayed days later would replace a newer retained value.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from urllib.parse import quote, unquote
 
 from routemq.dispatcher import dead_letter_payload, dead_letter_record
 from routemq.environment import state_directory, user_name
+from routemq.message import properties_from_record, record_problem as properties_problem
 
 __all__ = ["Spool", "Letter", "dead_letter_sink", "dead_letter_record", "replay"]
 
@@ -100,6 +105,10 @@ def record_problem(doc: Any) -> str | None:
             return f"{key} is not a {getattr(kind, '__name__', 'number')}"
     if doc["qos"] not in (0, 1, 2):
         return f"qos {doc['qos']} is not 0, 1 or 2"
+    if "properties" in doc:
+        problem = properties_problem(doc["properties"])
+        if problem:
+            return f"properties: {problem}"
     return None
 
 
@@ -300,7 +309,6 @@ def dead_letter_sink(spool: Spool, client: Any, topic: str, sender: str,
     be written (before the Dispatcher acknowledges: the worker withholds the ack and stops)."""
     def sink(record: dict[str, Any]) -> None:
         record["worker"] = sender
-        record.setdefault("attempts", 1)  # retries (issue 13 part 1) will count them
         try:
             spool.append(record)
         except OSError as exc:
@@ -322,13 +330,14 @@ class ReplayResult:
     problems: list[str] = field(default_factory=list)
 
 
-def replay(spool: Spool, publish: Callable[[str, bytes, int], None], *,
+def replay(spool: Spool, publish: Callable[[str, bytes, int, Any], None], *,
            route: str | None = None, limit: int | None = None, dry_run: bool = False,
            on_letter: Callable[[Letter], None] | None = None) -> ReplayResult:
-    """Republish letters oldest first: `publish(topic, payload, qos)` must return only once
-    the broker acknowledged (raise otherwise: the letter stays, and replay stops there); then
-    the letter is removed. A kill between the two leaves that one letter to be published
-    again by the next replay: at most one duplicate, none lost."""
+    """Republish letters oldest first: `publish(topic, payload, qos, properties)` (paho's
+    PUBLISH Properties or None) must return only once the broker acknowledged (raise
+    otherwise: the letter stays, and replay stops there); then the letter is removed. A kill
+    between the two leaves that one letter to be published again by the next replay: at most
+    one duplicate, none lost."""
     listing = spool.letters(route)
     result = ReplayResult(problems=listing.problems)
     for letter in listing.letters:
@@ -341,7 +350,8 @@ def replay(spool: Spool, publish: Callable[[str, bytes, int], None], *,
         if not dry_run:
             payload = payload_bytes(letter.record)
             assert payload is not None
-            publish(letter.record["topic"], payload, letter.record["qos"])
+            publish(letter.record["topic"], payload, letter.record["qos"],
+                    properties_from_record(letter.record.get("properties")))
             spool.remove(letter.id)
         result.replayed.append(letter)
         if on_letter is not None:
@@ -387,8 +397,8 @@ class BrokerPublisher:
             raise ConnectionError(self.failure or f"no answer from the broker at {self.url} "
                                   f"within {timeout:.0f}s")
 
-    def publish(self, topic: str, payload: bytes, qos: int) -> None:
-        info = self.client.publish(topic, payload, qos=qos)
+    def publish(self, topic: str, payload: bytes, qos: int, properties: Any = None) -> None:
+        info = self.client.publish(topic, payload, qos=qos, properties=properties)
         try:
             info.wait_for_publish(ACK_WAIT)  # paho raises when the connection is gone
         except (RuntimeError, ValueError) as exc:

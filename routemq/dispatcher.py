@@ -40,9 +40,10 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterable, Protocol
 
-from routemq.message import Message
+from routemq.message import Message, properties_record
 from routemq.metrics import WorkerMetrics
 from routemq.payload import decode_payload
+from routemq.retries import jittered
 from routemq.router import Route, Router
 from routemq.timings import CANCEL_GRACE
 
@@ -275,54 +276,108 @@ class Dispatcher:
 
     # --- one message ---------------------------------------------------------------------
     async def _process(self, job: _Job) -> None:
+        """Run a message's attempts, then ack it (handled, or spooled as a dead letter).
+
+        Between attempts (its route's retries) the job keeps its place: it still counts
+        against max_inflight, and a route that is not shared starts nothing behind it, so
+        its order holds. Cancelled (stopping), it leaves the message unacknowledged.
+        """
         route, delivery = job.route, job.delivery
-        self._active[job] = started = job.started = time.monotonic()
-        ok = False
         try:
-            payload = decode_payload(delivery.payload)
+            failure = await self._attempt(job, 1)
+            attempt = 1
+            while failure is not None:
+                delay = route.retry.delay(attempt)
+                if delay is None:
+                    break
+                await self._back_off(job, attempt, jittered(delay), failure[0])
+                attempt += 1
+                failure = await self._attempt(job, attempt)
+        except asyncio.CancelledError:
+            # Stopping: no ack, the broker keeps the message for this session. What waited
+            # behind this job is not started (cancel() cleared it).
+            self._next(job)
+            raise
+        if failure is not None:
+            self._failed(route, delivery, failure[0], failure[1], attempt)
+        try:
+            self.metrics.handled(route.key, time.monotonic() - job.started, failure is None)
+            self._finish(delivery)
+        finally:
+            self._next(job)
+
+    async def _attempt(self, job: _Job, attempt: int) -> tuple[str, BaseException] | None:
+        """Run the handler once: None when it returned, else (error text, exception).
+        CancelledError goes through unless it was the timeout sweep's."""
+        route, delivery = job.route, job.delivery
+        self._active[job] = job.started = time.monotonic()
+        job.timed_out = False
+        try:
+            payload = decode_payload(delivery.payload)  # afresh: an attempt may mutate it
             if route.uses_message:
-                # attempt=1: retries (issue 13 part 1) will pass the job's attempt count here.
                 await route.call(delivery.topic, payload, self.client, job.params,
-                                 Message(delivery, payload, job.params, self.client, 1))
+                                 Message(delivery, payload, job.params, self.client, attempt))
             else:
                 await route.call(delivery.topic, payload, self.client, job.params)
-            ok = True
+            return None
         except asyncio.CancelledError as exc:
             if not job.timed_out:
-                # Stopping: no ack, the broker keeps the message for this session. What
-                # waited behind this job is not started (cancel() cleared it).
-                del self._active[job]
-                self._next(job)
                 raise
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()  # the cancellation was ours and is handled here
             error = TimeoutError(f"handler timed out after {job.timeout:g}s")
             error.__cause__ = exc  # the traceback shows where the handler was waiting
-            self._failed(route, delivery, str(error), error)
+            return str(error), error
         except Exception as exc:
-            self._failed(route, delivery, f"{type(exc).__name__}: {exc}", exc)
-        del self._active[job]
-        try:
-            self.metrics.handled(route.key, time.monotonic() - started, ok)
-            self._finish(delivery)
+            return f"{type(exc).__name__}: {exc}", exc
         finally:
-            self._next(job)
+            del self._active[job]
+
+    async def _back_off(self, job: _Job, attempt: int, delay: float, error: str) -> None:
+        """Wait before the next attempt, unacknowledged (a kill now loses nothing: the
+        broker delivers the message again)."""
+        route = job.route
+        log.warning("attempt %d of %d failed for %s on route %s: %s; retrying in %.2fs",
+                    attempt, route.retry.attempts, job.delivery.topic, route.topic, error,
+                    delay, extra={"route": route.topic, "topic": job.delivery.topic,
+                                  "error": error, "attempt": attempt})
+        stats = self.metrics.route(route.key)
+        stats.retries += 1
+        stats.retrying += 1
+        until = time.monotonic() + delay
+        try:
+            while True:
+                try:
+                    await asyncio.sleep(until - time.monotonic())
+                    return
+                except asyncio.CancelledError:
+                    if not job.timed_out:
+                        raise  # stopping
+                    # The sweep's cancel came as the attempt ended by itself: not for us.
+                    job.timed_out = False
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()
+        finally:
+            stats.retrying -= 1
 
     def _finish(self, delivery: Any) -> None:
         if delivery.qos:
             self.ack(delivery)
 
     def _failed(self, route: Route, delivery: Any, error: str,
-                exc: BaseException | None) -> None:
-        log.error("handler failed for %s on route %s: %s", delivery.topic, route.topic, error,
-                  exc_info=exc, extra={"route": route.topic, "topic": delivery.topic,
-                                       "error": error})
+                exc: BaseException | None, attempts: int = 1) -> None:
+        after = f" (attempt {attempts} of {attempts})" if attempts > 1 else ""
+        log.error("handler failed for %s on route %s%s: %s", delivery.topic, route.topic,
+                  after, error, exc_info=exc,
+                  extra={"route": route.topic, "topic": delivery.topic, "error": error,
+                         "attempt": attempts})
         if self.dead_letter is None:
             return
         try:
             self.dead_letter(dead_letter_record(route, delivery, error,
-                                                self.max_payload_bytes))
+                                                self.max_payload_bytes, attempts))
         except Exception:
             log.exception("dead-letter publish failed for %s", delivery.topic,
                           extra={"route": route.topic, "topic": delivery.topic})
@@ -367,16 +422,22 @@ class Dispatcher:
 
 
 def dead_letter_record(route: Route, delivery: Any, error: str,
-                       max_payload_bytes: int | None = None) -> dict[str, Any]:
-    """What goes to the dead-letter topic: enough to inspect and replay the message.
+                       max_payload_bytes: int | None = None, attempts: int = 1
+                       ) -> dict[str, Any]:
+    """What goes to the dead-letter topic: enough to inspect and replay the message (its
+    retain flag and MQTT 5 properties too, see routemq.message.properties_record).
 
     A payload over `max_payload_bytes` is left out (its size and SHA-256 stay): it was
     rejected for its size, and base64 would make the dead letter a third larger still.
     """
     raw = delivery.payload
     record: dict[str, Any] = {"topic": delivery.topic, "route": route.topic, "error": error,
-                              "qos": delivery.qos, "time": time.time(),
+                              "qos": delivery.qos, "time": time.time(), "attempts": attempts,
+                              "retain": bool(getattr(delivery, "retain", False)),
                               "payload_bytes": len(raw)}
+    properties = properties_record(getattr(delivery, "properties", None))
+    if properties:
+        record["properties"] = properties
     if max_payload_bytes is not None and len(raw) > max_payload_bytes:
         record.update(payload=None, payload_encoding="omitted",
                       payload_sha256=hashlib.sha256(raw).hexdigest())

@@ -109,8 +109,8 @@ def _object_of(fields: dict[str, Check], what: str) -> Check:
     return test, what
 
 
-ROUTE_FIGURES = {"processed": COUNT, "errors": COUNT, "avg_ms": AMOUNT, "p50_ms": AMOUNT,
-                 "p99_ms": AMOUNT, "max_ms": AMOUNT}
+ROUTE_FIGURES = {"processed": COUNT, "errors": COUNT, "retries": COUNT, "retrying": COUNT,
+                 "avg_ms": AMOUNT, "p50_ms": AMOUNT, "p99_ms": AMOUNT, "max_ms": AMOUNT}
 ROUTES: Check = _object_of(ROUTE_FIGURES, "an object of per-route figures")
 RESTARTS: Check = (lambda v: isinstance(v, dict) and all(COUNT[0](n) for n in v.values()),
                    "an object of counts")

@@ -13,6 +13,7 @@ there are no properties: `user_properties` is [] and the other MQTT 5 fields are
 """
 from __future__ import annotations
 
+import base64
 import json
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterable, NamedTuple
@@ -41,9 +42,11 @@ def encode_payload(payload: Any) -> bytes:
 
 def publish_properties(user_properties: Iterable[tuple[str, str]] | None = None,
                        correlation_data: bytes | None = None,
-                       response_topic: str | None = None) -> Properties | None:
+                       response_topic: str | None = None, content_type: str | None = None,
+                       message_expiry_interval: int | None = None) -> Properties | None:
     """A PUBLISH properties object with what is given, or None when nothing is."""
-    if not user_properties and correlation_data is None and not response_topic:
+    if not user_properties and correlation_data is None and not response_topic \
+            and not content_type and message_expiry_interval is None:
         return None
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
@@ -54,7 +57,75 @@ def publish_properties(user_properties: Iterable[tuple[str, str]] | None = None,
         props.CorrelationData = bytes(correlation_data)
     if response_topic:
         props.ResponseTopic = response_topic
+    if content_type:
+        props.ContentType = content_type
+    if message_expiry_interval is not None:
+        props.MessageExpiryInterval = int(message_expiry_interval)
     return props
+
+
+def properties_record(props: Any) -> dict[str, Any]:
+    """A delivery's MQTT 5 properties as JSON-ready data (a dead letter keeps them for its
+    replay); {} when it has none. Correlation data is base64.
+
+    >>> from types import SimpleNamespace as P
+    >>> properties_record(P(UserProperty=[("tenant", "a")], CorrelationData=b"\\x01"))
+    {'user_properties': [['tenant', 'a']], 'correlation_data': 'AQ=='}
+    """
+    if props is None:
+        return {}
+    record: dict[str, Any] = {}
+    users = getattr(props, "UserProperty", None)
+    if users:
+        record["user_properties"] = [[k, v] for k, v in users]
+    for attr, key in (("ContentType", "content_type"), ("ResponseTopic", "response_topic"),
+                      ("MessageExpiryInterval", "message_expiry_interval")):
+        value = getattr(props, attr, None)
+        if value is not None:
+            record[key] = value
+    data = getattr(props, "CorrelationData", None)
+    if data is not None:
+        record["correlation_data"] = base64.b64encode(bytes(data)).decode("ascii")
+    return record
+
+
+def record_problem(record: Any) -> str | None:
+    """Why `record` is not what properties_record makes, or None.
+
+    >>> record_problem({"user_properties": [["a", "b"]], "message_expiry_interval": 5})
+    >>> record_problem({"user_properties": "a=b"})
+    'user_properties is not a list of [key, value] strings'
+    """
+    if not isinstance(record, dict):
+        return "not an object"
+    users = record.get("user_properties", [])
+    if not isinstance(users, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+            for p in users):
+        return "user_properties is not a list of [key, value] strings"
+    for key in ("content_type", "response_topic", "correlation_data"):
+        if not isinstance(record.get(key, ""), str):
+            return f"{key} is not a string"
+    expiry = record.get("message_expiry_interval", 0)
+    if isinstance(expiry, bool) or not isinstance(expiry, int) or not 0 <= expiry < 2 ** 32:
+        return "message_expiry_interval is not an integer of 32 bits"
+    try:
+        base64.b64decode(record.get("correlation_data", ""), validate=True)
+    except ValueError:
+        return "correlation_data is not base64"
+    return None
+
+
+def properties_from_record(record: dict[str, Any] | None) -> Properties | None:
+    """The PUBLISH properties a record of properties_record stands for (None: none); the
+    record must pass record_problem."""
+    if not record:
+        return None
+    data = record.get("correlation_data")
+    return publish_properties(
+        [(k, v) for k, v in record.get("user_properties", ())],
+        None if data is None else base64.b64decode(data), record.get("response_topic"),
+        record.get("content_type"), record.get("message_expiry_interval"))
 
 
 def speaks_mqtt5(client: Any) -> bool:

@@ -60,15 +60,21 @@ class LatencyWindow:
 
 
 class RouteStats:
-    __slots__ = ("processed", "errors", "latency")
+    """One route's figures in one worker: `retries` attempts scheduled again after a failure
+    (a message retried twice counts 2), `retrying` messages waiting in backoff now."""
+
+    __slots__ = ("processed", "errors", "retries", "retrying", "latency")
 
     def __init__(self) -> None:
         self.processed = 0
         self.errors = 0
+        self.retries = 0
+        self.retrying = 0
         self.latency = LatencyWindow()
 
     def snapshot(self) -> dict[str, Any]:
-        return {"processed": self.processed, "errors": self.errors, **self.latency.summary()}
+        return {"processed": self.processed, "errors": self.errors, "retries": self.retries,
+                "retrying": self.retrying, **self.latency.summary()}
 
 
 class RateMeter:

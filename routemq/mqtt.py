@@ -429,9 +429,11 @@ class MqttClient:
         return True
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0,
-                retain: bool = False) -> mqtt.MQTTMessageInfo:
-        """Publish; returns paho's MQTTMessageInfo (``mid``, ``wait_for_publish(timeout)``)."""
-        return self._client.publish(topic, payload, qos, retain)
+                retain: bool = False, properties: Any = None) -> mqtt.MQTTMessageInfo:
+        """Publish; returns paho's MQTTMessageInfo (``mid``, ``wait_for_publish(timeout)``).
+        `properties` (paho's PUBLISH Properties) are dropped under MQTT 3.1.1."""
+        return self._client.publish(topic, payload, qos, retain,
+                                    properties if self._v5 else None)
 
     @staticmethod
     def _check(rc: int, mid: int) -> int:

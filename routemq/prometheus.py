@@ -145,6 +145,12 @@ ROUTE_METRICS = (
      "Messages of the route whose handler returned without an error, per worker.", "processed"),
     ("routemq_route_handler_errors_total", "counter",
      "Messages of the route whose handler raised or timed out, per worker.", "errors"),
+    ("routemq_route_retries_total", "counter",
+     "Attempts of the route's messages scheduled again after a failure, per worker.",
+     "retries"),
+    ("routemq_route_retrying", "gauge",
+     "Messages of the route waiting in backoff for their next attempt, per worker.",
+     "retrying"),
     ("routemq_route_latency_average_seconds", "gauge",
      "Average handler duration of the route since the worker started.", "avg_ms"),
 )

@@ -21,6 +21,7 @@ from typing import Any, Callable, Container, Sequence
 from routemq.errors import NoRouteError, RouteError
 from routemq.message import Message
 from routemq.middleware import Context, as_callable
+from routemq.retries import DEFAULTS as RETRY_DEFAULTS, RetryPolicy, retry_policy
 from routemq.topics import TopicPattern, TopicTree, parse_pattern
 
 Handler = Callable[..., Any]
@@ -53,7 +54,8 @@ class Route:
     def __init__(self, topic: str, handler: Handler, qos: int = 0,
                  middleware: Sequence[Any] | None = None, shared: bool = False,
                  worker_count: int = 1, *, max_inflight: int | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, retries: int = 0, retry_backoff: float = 1.0,
+                 retry_backoff_max: float = 60.0) -> None:
         try:
             self.parsed: TopicPattern = parse_pattern(topic)
         except ValueError as exc:
@@ -82,6 +84,9 @@ class Route:
                 timeout, (int, float)) or not 0 <= timeout <= 86400):
             raise RouteError(f"route {topic!r}: timeout must be a number of seconds between 0 "
                              f"and 86400 (0 = none) or None, got {timeout!r}")
+        # How a failed message is run again (routemq.retries); checked here, at registration
+        self.retry: RetryPolicy = retry_policy(topic, retries, retry_backoff,
+                                               retry_backoff_max)
         self.topic = topic
         self.handler = handler
         self.qos = qos
@@ -170,6 +175,9 @@ class Route:
             "worker_count": self.worker_count,
             "max_inflight": self.max_inflight,
             "timeout": self.timeout,
+            "retries": self.retry.retries,
+            "retry_backoff": self.retry.backoff,
+            "retry_backoff_max": self.retry.backoff_max,
             "handler": self.handler_name,
             "middleware": [type(m).__name__ if hasattr(m, "handle") else
                            getattr(m, "__qualname__", repr(m)) for m in self.middleware],
@@ -180,14 +188,33 @@ class Route:
                 f"worker_count={self.worker_count})")
 
 
+def _group_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
+    """A group's retry defaults, checked now (a typo must not pass silently)."""
+    unknown = sorted(set(defaults) - set(RETRY_DEFAULTS))
+    if unknown:
+        raise RouteError(f"router.group() got unknown keyword {unknown[0]!r}: a group gives "
+                         f"its routes defaults for {', '.join(RETRY_DEFAULTS)}")
+    given = {k: v for k, v in defaults.items() if v is not None}
+    try:
+        retry_policy("", **{**RETRY_DEFAULTS, **given})
+    except RouteError as exc:
+        detail = str(exc).removeprefix("route '': ")
+        raise RouteError(f"router.group(): {detail}") from None
+    return given
+
+
 class RouterGroup:
-    """Routes sharing a topic prefix and middleware; usable as a context manager."""
+    """Routes sharing a topic prefix, middleware and retry defaults (`retries`,
+    `retry_backoff`, `retry_backoff_max`: a route's own keywords win); usable as a context
+    manager."""
 
     def __init__(self, router: Router, prefix: str = "",
-                 middleware: Sequence[Any] | None = None) -> None:
+                 middleware: Sequence[Any] | None = None,
+                 defaults: dict[str, Any] | None = None) -> None:
         self.router = router
         self.prefix = prefix.strip("/") if prefix else ""
         self.middleware = list(middleware or [])
+        self.defaults = dict(defaults or {})
 
     def _full(self, topic: str) -> str:
         return f"{self.prefix}/{topic}" if self.prefix else topic
@@ -195,15 +222,20 @@ class RouterGroup:
     def on(self, topic: str, handler: Handler | None = None, qos: int = 0,
            middleware: Sequence[Any] | None = None, shared: bool = False,
            worker_count: int = 1, **limits: Any) -> Any:
-        """Register a route below this group's prefix, after the group's middleware."""
+        """Register a route below this group's prefix, after the group's middleware, with
+        the group's retry defaults where the route gives none."""
+        given = {k: v for k, v in limits.items() if v is not None}
         return self.router.on(self._full(topic), handler, qos,
                               self.middleware + list(middleware or []), shared, worker_count,
-                              **limits)
+                              **{**self.defaults, **given})
 
-    def group(self, prefix: str = "", middleware: Sequence[Any] | None = None) -> RouterGroup:
-        """A nested group: prefixes join with '/', middleware lists concatenate."""
+    def group(self, prefix: str = "", middleware: Sequence[Any] | None = None,
+              **defaults: Any) -> RouterGroup:
+        """A nested group: prefixes join with '/', middleware lists concatenate, retry
+        defaults are the outer group's overridden by those given here."""
         return RouterGroup(self.router, self._full(prefix.strip("/")) if prefix else self.prefix,
-                           self.middleware + list(middleware or []))
+                           self.middleware + list(middleware or []),
+                           {**self.defaults, **_group_defaults(defaults)})
 
     def __enter__(self) -> RouterGroup:
         return self
@@ -223,7 +255,8 @@ class Router:
     def on(self, topic: str, handler: Handler | None = None, qos: int = 0,
            middleware: Sequence[Any] | None = None, shared: bool = False,
            worker_count: int = 1, *, max_inflight: int | None = None,
-           timeout: float | None = None) -> Any:
+           timeout: float | None = None, retries: int | None = None,
+           retry_backoff: float | None = None, retry_backoff_max: float | None = None) -> Any:
         """Register a route and return it. Without a handler, return a decorator:
 
             @router.on("sensors/{device_id}/data", shared=True, worker_count=3)
@@ -231,15 +264,20 @@ class Router:
 
         `max_inflight` and `timeout` override the worker's `max_inflight` (for a shared route)
         and `handler_timeout` for this route only: a slow external API gets its own limits.
+        `retries` more attempts follow a failure, `retry_backoff` seconds after the first,
+        doubling up to `retry_backoff_max` (routemq.retries); None: the default (no retry).
         """
+        limits = dict(max_inflight=max_inflight, timeout=timeout, retries=retries,
+                      retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max)
         if handler is None:
             def decorate(func: Handler) -> Handler:
-                self.on(topic, func, qos, middleware, shared, worker_count,
-                        max_inflight=max_inflight, timeout=timeout)
+                self.on(topic, func, qos, middleware, shared, worker_count, **limits)
                 return func
             return decorate
+        retry = {k: RETRY_DEFAULTS[k] if limits[k] is None else limits[k]
+                 for k in RETRY_DEFAULTS}
         return self.add_route(Route(topic, handler, qos, middleware, shared, worker_count,
-                                    max_inflight=max_inflight, timeout=timeout))
+                                    max_inflight=max_inflight, timeout=timeout, **retry))
 
     def add_route(self, route: Route) -> Route:
         """Add a built route; two routes with the same MQTT filter and sharing are an error
@@ -260,9 +298,15 @@ class Router:
         for route in other.routes:
             self.add_route(route)
 
-    def group(self, prefix: str = "", middleware: Sequence[Any] | None = None) -> RouterGroup:
-        """A group of routes with a shared prefix and middleware."""
-        return RouterGroup(self, prefix, middleware)
+    def group(self, prefix: str = "", middleware: Sequence[Any] | None = None,
+              **defaults: Any) -> RouterGroup:
+        """A group of routes with a shared prefix and middleware, and retry defaults for
+        them (`retries`, `retry_backoff`, `retry_backoff_max`):
+
+            with router.group(prefix="billing", retries=5, retry_backoff=2.0) as billing:
+                billing.on("invoices/{id}", store_invoice)  # 5 retries: 2, 4, 8, 16, 32 s
+        """
+        return RouterGroup(self, prefix, middleware, _group_defaults(defaults))
 
     def match(self, topic: str) -> tuple[Route, dict[str, str]] | None:
         """The most specific route for `topic` and its parameters, or None."""

@@ -262,8 +262,18 @@ def _routes_section(snap: Snapshot, workers: list[dict[str, Any]]) -> list[dict[
         rows.append({"route": key, "shared": key.startswith("shared:"), "planned": want,
                      "holding": have, "serving": serving, "missing": missing,
                      "unexpected": extra, "mismatch": bool(missing or extra),
-                     "uncovered": not serving})
+                     "uncovered": not serving, **_route_totals(workers, key)})
     return rows
+
+
+ROUTE_TOTALS = ("processed", "errors", "retries", "retrying")
+
+
+def _route_totals(workers: list[dict[str, Any]], key: str) -> dict[str, int]:
+    """A route's counts summed over the workers' health files (those of this run of each
+    worker: a restart starts from 0). `retrying`: messages waiting in backoff now."""
+    return {name: sum(int(w.get("routes", {}).get(key, {}).get(name, 0)) for w in workers)
+            for name in ROUTE_TOTALS}
 
 
 def _master_section(snap: Snapshot, now: float) -> dict[str, Any] | None:

@@ -97,9 +97,11 @@ def render_table(status: Mapping[str, Any]) -> str:
         lines.append("no workers planned or running")
     if status["routes"]:
         lines.append("")
-        lines += _table(["ROUTE", "PLANNED", "HOLDING", "CHECK"], [
+        lines += _table(["ROUTE", "PLANNED", "HOLDING", "PROCESSED", "ERRORS", "RETRIES",
+                         "RETRYING", "CHECK"], [
             [r["route"], id_list(r["planned"]) if r["planned"] is not None else "?",
-             id_list(r["holding"]), _route_check(r)]
+             id_list(r["holding"]), r.get("processed"), r.get("errors"), r.get("retries"),
+             r.get("retrying"), _route_check(r)]
             for r in status["routes"]])
     if status["sessions"]:
         lines += ["", "broker sessions not drained yet (instances out of the plan):"]

@@ -16,12 +16,18 @@ handler's result is returned and its exception raised. Handlers get a recording 
 paho's client: what they publish (`client.publish`, `message.reply`) lands in `tc.published`.
 No broker, no threads, no sleeping.
 
-Retries (issue 13 part 1) are not built yet: when they are, `publish` runs the attempts in
-its loop (building the Message with each `attempt`) without real sleeping, and raises the
-last attempt's exception.
+A handler that raises (or outlives its route's `timeout`, or the `handler_timeout` given
+here) is run again as its route's retries say, at once: the backoff a worker would wait is
+recorded in `tc.retries`, not slept. After the last attempt its exception is raised.
+
+    async def test_a_flaky_database_is_retried():
+        async with TestClient(router) as tc:
+            await tc.publish("orders/7", {"total": 3})
+            assert [r.delay for r in tc.retries] == [1.0, 2.0]  # two failures, then stored
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -45,6 +51,17 @@ class Published:
     user_properties: UserProperties = field(default_factory=list)
     correlation_data: bytes | None = None
     raw: bytes = b""
+
+
+@dataclass
+class Retry:
+    """An attempt that failed and would be run again by a worker after `delay` seconds."""
+
+    topic: str
+    route: str  # the route's pattern
+    attempt: int  # the failed attempt (1 = the first)
+    delay: float  # the backoff, before jitter
+    error: str
 
 
 class _PublishInfo:
@@ -101,9 +118,11 @@ class TestClient:
 
     __test__ = False  # a library class, not a pytest test class
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, *, handler_timeout: float = 0.0) -> None:
         self.router = router
+        self.handler_timeout = handler_timeout  # the worker's; a route's own `timeout` wins
         self.published: list[Published] = []
+        self.retries: list[Retry] = []
         self.client = RecordingClient(self.published)
         self._mids = itertools.count(1)
 
@@ -120,8 +139,8 @@ class TestClient:
                       correlation_data: bytes | str | None = None) -> Any:
         """Deliver one message to the route matching `topic`; the handler's result.
 
-        Raises ValueError (routemq.errors.NoRouteError) when no route matches, and whatever
-        the handler (or a middleware) raised.
+        Raises ValueError (routemq.errors.NoRouteError) when no route matches, and what the
+        handler (or a middleware) raised on its last attempt (TimeoutError for a timeout).
         """
         found = self.router.match(topic)
         if found is None:
@@ -132,8 +151,23 @@ class TestClient:
         delivery = Delivery(topic, encode_payload(payload), qos, retain, next(self._mids),
                             properties=publish_properties(user_properties, correlation_data,
                                                           response_topic))
-        decoded = decode_payload(delivery.payload)
-        if not route.uses_message:
-            return await route.call(topic, decoded, self.client, params)
-        return await route.call(topic, decoded, self.client, params,
-                                Message(delivery, decoded, params, self.client))
+        timeout = self.handler_timeout if route.timeout is None else route.timeout
+        attempt = 1
+        while True:
+            decoded = decode_payload(delivery.payload)  # afresh, as a worker does
+            message = Message(delivery, decoded, params, self.client, attempt) \
+                if route.uses_message else None
+            deadline = asyncio.timeout(timeout or None)
+            try:
+                async with deadline:
+                    return await route.call(topic, decoded, self.client, params, message)
+            except Exception as exc:
+                if deadline.expired():  # as the worker says it
+                    timed_out = TimeoutError(f"handler timed out after {timeout:g}s")
+                    timed_out.__cause__, exc = exc, timed_out
+                delay = route.retry.delay(attempt)
+                if delay is None:
+                    raise exc
+                self.retries.append(Retry(topic, route.topic, attempt, delay,
+                                          f"{type(exc).__name__}: {exc}"))
+                attempt += 1

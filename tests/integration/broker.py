@@ -505,10 +505,12 @@ class AckedPublisher:
         info = self._client.publish(topic, seq_payloads(1, seq)[0], qos=1)
         self._sent.append((seq, topic, time.monotonic(), info))
 
-    def send(self, topic: str, payload: bytes | str, qos: int, timeout: float = 10.0) -> None:
-        """One message as given (not numbered, not counted in `sent`); returns once the
-        broker acknowledged it (QoS 0: once it left)."""
-        info = self._client.publish(topic, payload, qos=qos)
+    def send(self, topic: str, payload: bytes | str, qos: int, timeout: float = 10.0,
+             properties: object = None) -> None:
+        """One message as given (not numbered, not counted in `sent`), with paho PUBLISH
+        `properties` if given; returns once the broker acknowledged it (QoS 0: once it
+        left)."""
+        info = self._client.publish(topic, payload, qos=qos, properties=properties)
         info.wait_for_publish(timeout)
         assert info.is_published(), f"{topic}: not acknowledged within {timeout}s"
 

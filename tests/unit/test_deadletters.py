@@ -119,7 +119,7 @@ def test_replay_publishes_oldest_first_then_removes(tmp_path):
     fill(spool, 4)
     published = []
 
-    def publish(topic, payload, qos):
+    def publish(topic, payload, qos, properties):
         # the letter is still in the spool while its copy is on its way
         assert any(l.record["topic"] == topic for l in spool.letters().letters)
         published.append((topic, payload, qos))
@@ -142,7 +142,7 @@ def test_a_publisher_that_fails_stops_the_replay_and_keeps_the_rest(tmp_path):
     fill(spool, 3)
     calls = []
 
-    def publish(topic, payload, qos):
+    def publish(topic, payload, qos, properties):
         calls.append(topic)
         if len(calls) == 2:
             raise ConnectionError("gone")
@@ -155,7 +155,7 @@ KILLED_REPLAY = textwrap.dedent("""
     import os, sys
     from routemq.deadletters import Spool, replay
     spool, out, die_after = Spool(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    def publish(topic, payload, qos):
+    def publish(topic, payload, qos, properties):
         with open(out, "a") as f:  # what "the broker" acknowledged
             f.write(topic + "\\n"); f.flush(); os.fsync(f.fileno())
         if sum(1 for _ in open(out)) == die_after:

@@ -9,6 +9,7 @@ from routemq.documents import MasterState, WorkerHealth
 from routemq.fleet import Snapshot, UnitState
 from routemq.plan import Plan
 from routemq.status import build_status, classify, exit_code, overall_health
+from routemq.prometheus import render_metrics
 from routemq.status_text import render_table, summary_line
 
 NOW = 2_000_000.0
@@ -294,8 +295,25 @@ def test_table_has_the_dashboard_columns():
     assert "CPU % is the average since the worker started" in table
     routes = {line.split()[0]: line.split()[1:] for line in lines
               if line.startswith(("shared:", "single:"))}
-    assert routes == {"shared:a/{id}": ["1,2,3,4", "1,2,4", "3/4"],
-                      "shared:b": ["1", "1", "ok"], "single:c": ["3", "-", "NO", "WORKER"]}
+    assert routes == {"shared:a/{id}": ["1,2,3,4", "1,2,4", "0", "0", "0", "0", "3/4"],
+                      "shared:b": ["1", "1", "0", "0", "0", "0", "ok"],
+                      "single:c": ["3", "-", "0", "0", "0", "0", "NO", "WORKER"]}
+
+
+def test_routes_sum_the_workers_figures_retries_included():
+    workers = four()
+    workers[1]["routes"] = {A: {"processed": 30, "errors": 1, "retries": 4, "retrying": 2}}
+    workers[2]["routes"] = {A: {"processed": 5, "errors": 0, "retries": 1, "retrying": 0}}
+    s = build_status(snapshot(workers, PLAN4))
+    row = next(r for r in s["routes"] if r["route"] == A)
+    assert (row["processed"], row["errors"], row["retries"], row["retrying"]) == (35, 1, 5, 2)
+    line = next(line for line in render_table(s).splitlines() if line.startswith(A))
+    assert line.split()[3:7] == ["35", "1", "5", "2"]
+    metrics = render_metrics(s).splitlines()
+    retries = [m for m in metrics if m.startswith("routemq_route_retries_total{")]
+    assert any('worker="1"' in m and m.endswith(" 4") for m in retries), retries
+    assert any(m.startswith("routemq_route_retrying{") and 'worker="1"' in m
+               and m.endswith(" 2") for m in metrics)
 
 
 # --- health is what an operator means: each rule --------------------------------------------

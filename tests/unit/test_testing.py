@@ -202,3 +202,104 @@ def test_usable_from_a_plain_sync_test_and_leaves_no_thread():
     router.on("t", lambda payload, client: payload)
     assert asyncio.run(TestClient(router).publish("t", [1])) == [1]
     assert threading.active_count() == before
+
+
+# --- retries -----------------------------------------------------------------------------
+
+def test_retries_run_at_once_with_the_attempt_counted_and_the_backoff_recorded():
+    router = Router()
+    seen = []
+
+    @router.on("orders/{id}", retries=3, retry_backoff=1.0, retry_backoff_max=3.0)
+    async def store(id, payload, client, message: Message):
+        seen.append(message.attempt)
+        if message.attempt < 4:
+            raise ConnectionError("database is down")
+        return "stored"
+
+    async def main():
+        async with TestClient(router) as tc:
+            started = asyncio.get_running_loop().time()
+            assert await tc.publish("orders/7", {"total": 3}) == "stored"
+            assert asyncio.get_running_loop().time() - started < 1.0  # 6 s of backoff not slept
+            assert seen == [1, 2, 3, 4]
+            assert [(r.attempt, r.delay) for r in tc.retries] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+            assert tc.retries[0].error == "ConnectionError: database is down"
+            assert tc.retries[0].route == "orders/{id}" and tc.retries[0].topic == "orders/7"
+    run(main())
+
+
+def test_after_the_last_attempt_the_handlers_exception_is_raised():
+    router = Router()
+    calls = []
+    with router.group(prefix="g", retries=2, retry_backoff=5.0) as group:
+        @group.on("always")
+        def always(payload, client):  # sync handlers retry too
+            calls.append(payload)
+            raise KeyError("missing")
+
+    async def main():
+        async with TestClient(router) as tc:
+            with pytest.raises(KeyError, match="missing"):
+                await tc.publish("g/always", {"n": 1})
+            assert len(calls) == 3 and len(tc.retries) == 2
+    run(main())
+
+
+def test_without_retries_the_first_failure_is_raised():
+    router = Router()
+    calls = []
+
+    @router.on("once")
+    async def once(payload, client):
+        calls.append(1)
+        raise ValueError("bad")
+
+    async def main():
+        async with TestClient(router) as tc:
+            with pytest.raises(ValueError, match="bad"):
+                await tc.publish("once", b"")
+            assert calls == [1] and tc.retries == []
+    run(main())
+
+
+def test_each_attempt_gets_a_fresh_payload():
+    router = Router()
+    seen = []
+
+    @router.on("mutate", retries=1)
+    async def mutate(payload, client):
+        seen.append(dict(payload))
+        payload["touched"] = True
+        if len(seen) == 1:
+            raise RuntimeError("again")
+
+    async def main():
+        async with TestClient(router) as tc:
+            await tc.publish("mutate", {"a": 1})
+            assert seen == [{"a": 1}, {"a": 1}]
+    run(main())
+
+
+def test_a_timeout_fails_the_attempt_and_is_retried_then_raised():
+    router = Router()
+    calls = []
+
+    @router.on("slow", timeout=0.05, retries=1)
+    async def slow(payload, client):
+        calls.append(1)
+        await asyncio.sleep(30)
+
+    @router.on("worker-wide")
+    async def worker_wide(payload, client):
+        await asyncio.sleep(30)
+
+    async def main():
+        async with TestClient(router, handler_timeout=0.05) as tc:
+            with pytest.raises(TimeoutError, match="handler timed out after 0.05s"):
+                await tc.publish("slow", b"")
+            assert len(calls) == 2 and len(tc.retries) == 1
+            assert tc.retries[0].error == "TimeoutError: handler timed out after 0.05s"
+            with pytest.raises(TimeoutError):
+                await tc.publish("worker-wide", b"")
+    run(main())
