@@ -247,6 +247,8 @@ KEYS: tuple[Key, ...] = (
         "seconds a handler may run (0..86400); 0 = no limit"),
     Key("max_payload_bytes", 1048576, _int(1, 268435455), "larger payloads are rejected"),
     Key("dead_letter_topic", "", _topic_name, 'failed messages go here; "" = off'),
+    Key("poison_threshold", 2, _int(0, 1000),
+        "worker deaths while a message was in flight that make it a dead letter; 0 = off"),
     Key("health_interval", 1.0, _float(0.1, 60), "seconds between health files (0.1..60)"),
     Key("autoscale", False, bool_value, "start and stop instances with the load"),
     Key("scale_interval", 30.0, _float(1, 3600), "seconds between scaling decisions (1..3600)"),

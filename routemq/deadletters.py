@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Mapping
 from urllib.parse import quote, unquote
 
 from routemq.dispatcher import dead_letter_payload, dead_letter_record
-from routemq.environment import state_directory, user_name
+from routemq.environment import config_state_directory
 from routemq.message import properties_from_record, record_problem as properties_problem
 
 __all__ = ["Spool", "Letter", "dead_letter_sink", "dead_letter_record", "replay"]
@@ -163,10 +163,7 @@ def route_selected(route: str | None, pattern: str | None) -> bool:
 
 def spool_for(config: Any, environ: Mapping[str, str] | None = None) -> "Spool":
     """The spool of a configuration, as every daemon and command resolves it."""
-    euid = os.geteuid()
-    state = state_directory(getattr(config, "state_dir", "") or "",
-                            os.environ if environ is None else environ, euid, user_name(euid))
-    return Spool(state / SPOOL_DIR)
+    return Spool(config_state_directory(config, environ) / SPOOL_DIR)
 
 
 # --- the spool ----------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable, Protocol
 from routemq.message import Message, properties_record
 from routemq.metrics import WorkerMetrics
 from routemq.payload import decode_payload
+from routemq.poison import Quarantine
 from routemq.retries import jittered
 from routemq.router import Route, Router
 from routemq.timings import CANCEL_GRACE
@@ -52,6 +53,9 @@ log = logging.getLogger("routemq.dispatch")
 Params = dict[str, str]
 
 STUCK_GRACE = 5.0  # seconds a cancelled handler may take to end before we call it stuck
+# A redelivery (DUP) may follow a worker's death: look for dead journals then, at most this
+# often (a reconnect brings a burst of them; one harvest with nothing dead costs ~40 µs).
+DUP_HARVEST_INTERVAL = 0.1
 
 
 class Delivery(Protocol):
@@ -81,10 +85,19 @@ class RateLimitedLog:
         log.warning(msg, *args, extra=extra)
 
 
-class _Job:
-    """One accepted delivery on its way through a handler."""
+SUSPECT_LANE = "\0suspects"  # where shared messages that were in flight at a death run
 
-    __slots__ = ("route", "delivery", "params", "task", "started", "timed_out", "timeout")
+
+class _Job:
+    """One accepted delivery on its way through a handler.
+
+    `lane`: the shared jobs that run under a limit of their own, `limit` at a time: a route
+    with its own max_inflight (lane = its key), or the suspects of the poison quarantine
+    (SUSPECT_LANE, one at a time). `deaths`: worker deaths recorded while it was in flight.
+    """
+
+    __slots__ = ("route", "delivery", "params", "task", "started", "timed_out", "timeout",
+                 "lane", "limit", "deaths")
 
     def __init__(self, route: Route, delivery: Any, params: Params) -> None:
         self.route, self.delivery, self.params = route, delivery, params
@@ -92,6 +105,9 @@ class _Job:
         self.started = 0.0
         self.timed_out = False
         self.timeout = 0.0  # seconds; 0 = none (the route's, else the worker's)
+        self.lane: str | None = None if route.max_inflight is None else route.key
+        self.limit: int = route.max_inflight or 0
+        self.deaths = 0
 
 
 class Dispatcher:
@@ -99,7 +115,8 @@ class Dispatcher:
                  max_inflight: int = 64, handler_timeout: float = 0.0,
                  max_payload_bytes: int = 1 << 20,
                  dead_letter: Callable[[dict[str, Any]], None] | None = None,
-                 metrics: WorkerMetrics | None = None, high_water: int | None = None) -> None:
+                 metrics: WorkerMetrics | None = None, high_water: int | None = None,
+                 quarantine: Quarantine | None = None) -> None:
         self.router = router
         # Handlers get `client=` as RouteMQ hands it: the paho client itself (`publish`,
         # `_client_id`, ...) when `client` wraps one (routemq.mqtt.MqttClient.paho).
@@ -109,6 +126,9 @@ class Dispatcher:
         self.handler_timeout = handler_timeout
         self.max_payload_bytes = max_payload_bytes
         self.dead_letter = dead_letter
+        # The host's record of messages in progress (routemq.poison): a message in flight
+        # when `threshold` worker processes died is spooled instead of run again.
+        self.quarantine = quarantine
         self.metrics = metrics or WorkerMetrics()
         self.routes: frozenset[Route] = frozenset()
         self.by_sub_id: dict[int, Route] = {}
@@ -116,9 +136,9 @@ class Dispatcher:
         # non-shared route in arrival order.
         self._pending: deque[_Job] = deque()
         self._ordered: dict[str, deque[_Job]] = {}  # route key -> jobs behind the running one
-        # Shared routes with their own max_inflight: how many run, and who waits for them
-        # (apart from _pending, so that a busy slow route does not hold up the others).
-        self._route_running: dict[str, int] = {}
+        # Lanes (see _Job): how many of each run, and who waits for them (apart from
+        # _pending, so that a busy slow route does not hold up the others).
+        self._lane_running: dict[str, int] = {}
         self._held: dict[str, deque[_Job]] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._active: dict[_Job, float] = {}  # one entry per handler running: its start
@@ -186,6 +206,8 @@ class Dispatcher:
             self._finish(delivery)
             return
         job = _Job(route, delivery, params)
+        if self.quarantine is not None and delivery.qos and self._suspect(job):
+            return  # poison: spooled and acknowledged
         if not route.shared:
             backlog = self._ordered.get(route.key)
             if backlog is None:
@@ -193,9 +215,9 @@ class Dispatcher:
                 self._spawn(job)
                 return
             backlog.append(job)  # one of its messages is running: wait behind it
-        elif route.max_inflight is not None and self._route_full(route):
+        elif job.lane is not None and self._lane_full(job):
             self._idle.clear()
-            self._held.setdefault(route.key, deque()).append(job)
+            self._held.setdefault(job.lane, deque()).append(job)
         elif len(self._running) < self.max_inflight:
             self._spawn(job)
             return
@@ -207,13 +229,42 @@ class Dispatcher:
             self.paused = True
             self._pause()
 
-    def _route_full(self, route: Route) -> bool:
-        return self._route_running.get(route.key, 0) >= route.max_inflight  # type: ignore
+    def _lane_full(self, job: _Job) -> bool:
+        return self._lane_running.get(job.lane, 0) >= job.limit  # type: ignore[arg-type]
+
+    def _suspect(self, job: _Job) -> bool:
+        """Check a QoS 1/2 delivery against the quarantine: True when it is poison (then
+        spooled as a dead letter and acknowledged here); a suspect (in flight at a death
+        before) runs alone among suspects, so that a second death convicts the culprit and
+        not the messages that happened to be in flight beside it."""
+        q, delivery = self.quarantine, job.delivery
+        assert q is not None
+        if getattr(delivery, "dup", False):
+            q.harvest(min_interval=DUP_HARVEST_INTERVAL)  # a redelivery: has a worker of this host died?
+        deaths = q.deaths(delivery.topic, delivery.payload)
+        if not deaths:
+            return False
+        if q.threshold and deaths >= q.threshold:
+            self.metrics.rejected += 1
+            if self._failed(job.route, delivery,
+                            f"poison: its worker process died {deaths} times while handling "
+                            f"it (poison_threshold {q.threshold}); not run again", None,
+                            deaths):
+                q.forget(delivery.topic, delivery.payload)  # spooled: done with it
+            self._finish(delivery)
+            return True
+        job.deaths = deaths
+        if job.route.shared:  # a route that is not shared runs one at a time anyway
+            job.lane, job.limit = SUSPECT_LANE, 1
+        log.warning("%s was in flight when a worker died (%d of %d): running it alone",
+                    delivery.topic, deaths, q.threshold,
+                    extra={"route": job.route.topic, "topic": delivery.topic})
+        return False
 
     def _spawn(self, job: _Job) -> None:
         route = job.route
-        if route.max_inflight is not None:
-            self._route_running[route.key] = self._route_running.get(route.key, 0) + 1
+        if job.lane is not None:
+            self._lane_running[job.lane] = self._lane_running.get(job.lane, 0) + 1
         task = job.task = asyncio.get_running_loop().create_task(self._process(job))
         self._running.add(task)
         self._idle.clear()
@@ -232,9 +283,9 @@ class Dispatcher:
                 self._spawn(backlog.popleft())
             elif backlog is not None:
                 del self._ordered[job.route.key]
-        elif job.route.max_inflight is not None:
-            key = job.route.key
-            self._route_running[key] -= 1
+        elif job.lane is not None:
+            key = job.lane
+            self._lane_running[key] -= 1
             held = self._held.get(key)
             if held:  # its turn among the others: first in line for a free slot
                 self._pending.appendleft(held.popleft())
@@ -242,8 +293,8 @@ class Dispatcher:
                 del self._held[key]
         while self._pending and len(self._running) < self.max_inflight:
             waiting = self._pending.popleft()
-            if waiting.route.max_inflight is not None and self._route_full(waiting.route):
-                self._held.setdefault(waiting.route.key, deque()).append(waiting)
+            if waiting.lane is not None and self._lane_full(waiting):
+                self._held.setdefault(waiting.lane, deque()).append(waiting)
                 continue
             self._waiting -= 1
             self._spawn(waiting)
@@ -300,6 +351,8 @@ class Dispatcher:
             raise
         if failure is not None:
             self._failed(route, delivery, failure[0], failure[1], attempt)
+        if job.deaths:  # it ended without taking the process down: not the culprit
+            self.quarantine.forget(delivery.topic, delivery.payload)  # type: ignore[union-attr]
         try:
             self.metrics.handled(route.key, time.monotonic() - job.started, failure is None)
             self._finish(delivery)
@@ -310,6 +363,10 @@ class Dispatcher:
         """Run the handler once: None when it returned, else (error text, exception).
         CancelledError goes through unless it was the timeout sweep's."""
         route, delivery = job.route, job.delivery
+        q = self.quarantine
+        # In the journal while it runs: if this process dies now, the message is a suspect.
+        slot = q.begin(delivery.topic, delivery.payload) if q is not None and delivery.qos \
+            else -1
         self._active[job] = job.started = time.monotonic()
         job.timed_out = False
         try:
@@ -333,6 +390,8 @@ class Dispatcher:
             return f"{type(exc).__name__}: {exc}", exc
         finally:
             del self._active[job]
+            if slot >= 0:
+                q.end(slot)  # type: ignore[union-attr]
 
     async def _back_off(self, job: _Job, attempt: int, delay: float, error: str) -> None:
         """Wait before the next attempt, unacknowledged (a kill now loses nothing: the
@@ -367,20 +426,24 @@ class Dispatcher:
             self.ack(delivery)
 
     def _failed(self, route: Route, delivery: Any, error: str,
-                exc: BaseException | None, attempts: int = 1) -> None:
+                exc: BaseException | None, attempts: int = 1) -> bool:
+        """Log a message that failed for good and hand it to `dead_letter`; False when
+        that raised (the spool could not be written)."""
         after = f" (attempt {attempts} of {attempts})" if attempts > 1 else ""
         log.error("handler failed for %s on route %s%s: %s", delivery.topic, route.topic,
                   after, error, exc_info=exc,
                   extra={"route": route.topic, "topic": delivery.topic, "error": error,
                          "attempt": attempts})
         if self.dead_letter is None:
-            return
+            return True
         try:
             self.dead_letter(dead_letter_record(route, delivery, error,
                                                 self.max_payload_bytes, attempts))
+            return True
         except Exception:
             log.exception("dead-letter publish failed for %s", delivery.topic,
                           extra={"route": route.topic, "topic": delivery.topic})
+            return False
 
     # --- stopping ------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:

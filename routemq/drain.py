@@ -29,6 +29,7 @@ from routemq.dispatcher import Dispatcher
 from routemq.errors import EXIT_BUSY, EXIT_FAILURE, EXIT_OK
 from routemq.metrics import WorkerMetrics
 from routemq.mqtt import Message, MqttClient
+from routemq.poison import Quarantine, open_quarantine, quarantine_capacity
 from routemq.router import Router
 from routemq.runtime import FileLock, RuntimePaths, unmark_session
 from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
@@ -65,6 +66,7 @@ class SessionDrainer:
                                          on_spool_error=self._spool_failed))
         self.spool_error: OSError | None = None
         self.dispatcher.hold(router.routes, routes_by_id(router))
+        self.quarantine: Quarantine | None = None
 
     def _on_connect(self, session_present: bool, reason: int) -> None:
         self.session_present = session_present
@@ -95,6 +97,17 @@ class SessionDrainer:
         if not lock.try_acquire():
             log.info("instance %d is running: its session is its own", self.instance)
             return EXIT_BUSY
+        # A poison message in the session must not kill the drainer again and again.
+        self.quarantine = self.dispatcher.quarantine = open_quarantine(
+            self.config, f"drain-{self.instance}", quarantine_capacity(self.config,
+                                                                       self.router))
+        try:
+            return await self._drain(paths, timeout)
+        finally:
+            if self.quarantine is not None:
+                self.quarantine.close()
+
+    async def _drain(self, paths: RuntimePaths, timeout: float) -> int:
         self.client.connect_async()
         self.client.loop_start()
         try:

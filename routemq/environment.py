@@ -23,7 +23,7 @@ import os
 import pwd
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 # The venv's interpreter runs this instead of `-m routemq`: a venv that cannot import routemq
 # or its libraries must end in one line and exit 2, not in a traceback and exit 1 (which
@@ -145,3 +145,11 @@ def state_directory(configured: str, environ: Mapping[str, str], euid: int,
     base = environ.get("XDG_STATE_HOME") or os.path.join(environ.get("HOME", "/"),
                                                          ".local", "state")
     return Path(base, "routemq")
+
+
+def config_state_directory(config: Any, environ: Mapping[str, str] | None = None) -> Path:
+    """The state directory of a configuration (its `state_dir`), for this process's user:
+    what the dead-letter spool and the poison journals live in."""
+    euid = os.geteuid()
+    return state_directory(getattr(config, "state_dir", "") or "",
+                           os.environ if environ is None else environ, euid, user_name(euid))

@@ -45,7 +45,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-__all__ = ["Quarantine", "message_key", "SUBDIR"]
+__all__ = ["Quarantine", "message_key", "open_quarantine", "SUBDIR"]
 
 log = logging.getLogger("routemq.poison")
 
@@ -420,6 +420,32 @@ class Quarantine:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(message, *args)
+
+
+def open_quarantine(config: Any, owner: str, capacity: int) -> Quarantine | None:
+    """The open Quarantine of a worker (or drainer) of `config`, in
+    <state_dir>/in-progress; None when `poison_threshold` is 0 or the directory cannot be
+    used (logged: the worker runs on, without poison detection)."""
+    from routemq.environment import config_state_directory
+
+    threshold = getattr(config, "poison_threshold", 2)
+    if not threshold:
+        return None
+    quarantine = Quarantine(config_state_directory(config) / SUBDIR, owner=owner,
+                            threshold=threshold, capacity=capacity)
+    try:
+        quarantine.open()
+    except OSError as exc:
+        log.warning("%s; running without poison-message detection", exc)
+        return None
+    return quarantine
+
+
+def quarantine_capacity(config: Any, router: Any) -> int:
+    """Slots a worker's journal needs: handlers run at once are at most max_inflight (shared
+    routes) plus one per route that is not shared; some spare for handlers that outlive
+    their cancellation."""
+    return config.max_inflight + len(router.routes) + 16
 
 
 def _counts(records: Records) -> dict[bytes, int]:

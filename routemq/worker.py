@@ -42,6 +42,7 @@ from routemq.membership import Release, release_on_stop
 from routemq.metrics import WorkerMetrics, process_usage
 from routemq.mqtt import Message, MqttClient
 from routemq.notify import Notifier
+from routemq.poison import Quarantine, open_quarantine, quarantine_capacity
 from routemq.registry import load_router
 from routemq.router import Router
 from routemq.runtime import (FileLock, RuntimePaths, lock_holder, mark_session, running_master,
@@ -100,6 +101,7 @@ class Worker:
                                          config.dead_letter_topic, self.client_id,
                                          on_spool_error=self._spool_failed))
         self._spool_error: OSError | None = None
+        self.quarantine: Quarantine | None = None  # opened in run(), once the lock is ours
 
     @property
     def state(self) -> WorkerState:
@@ -210,6 +212,8 @@ class Worker:
                 health = self.health()
                 self.write_health(health)
                 self.notifier.status(self.status_line(health))
+                if self.quarantine is not None:
+                    self.quarantine.harvest()  # did a worker of this host die meanwhile?
                 if self._ready_sent and self.assignment.changed():
                     self.reload()
             try:
@@ -247,6 +251,9 @@ class Worker:
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
         await self.take_lock()
+        self.quarantine = self.dispatcher.quarantine = open_quarantine(
+            self.config, f"worker-{self.instance}", quarantine_capacity(self.config,
+                                                                        self.router))
         if self.assignment.planned:  # a master plans: tell it we are here
             self.state = WorkerState.JOINING
             self.write_health(self.health())
@@ -266,6 +273,8 @@ class Worker:
         await self._stop.wait()
         await self.shutdown()
         ticker.cancel()
+        if self.quarantine is not None:
+            self.quarantine.close()  # a clean stop: what it held was no death
         if self._fail is not None:
             log.error("%s", self._fail)
             return 1

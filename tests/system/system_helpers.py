@@ -42,7 +42,7 @@ class Journal:
                     pass
         return found
 
-    def wait_processed(self, batch: str, seqs: range, timeout: float,
+    def wait_processed(self, batch: str, seqs: Iterable[int], timeout: float,
                        diagnose: str = "") -> dict[int, set[int]]:
         """Wait until every seq of `batch` was processed; fail naming what is missing, with
         the output of the shell command `diagnose` run in the machine."""

@@ -2,7 +2,8 @@
 own dependency in a venv (a wheel built here, installed with pip --no-index), handler code
 that uses SQLite, temporary files, subprocesses, process pools, sockets, ctypes and os.nice
 under the shipped hardening, a new version reloaded during a QoS 1 stream and a broken one
-refused, a venv that cannot work failing once without a restart loop, a stop of the target
+refused, a venv that cannot work failing once without a restart loop, a message that kills
+its worker spooled after two deaths (and the restarts stopping), a stop of the target
 that waits for the workers, and a project made by RouteMQ 0.25's `routemq new` as it is.
 
 The tests run in file order on one machine per suite, as an operator's session would.
@@ -62,7 +63,7 @@ def test_install_the_package_and_the_applications_venv(machine: Machine, wheel: 
     check = m.sh("cd /srv/routemq && routemq check", user="routemq", check=False)
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"python {VENV}/bin/python (venv {VENV})" in check.stdout, check.stdout
-    assert check.stdout.splitlines()[-1].startswith("ok: 3 routes (1 shared), plan for 4 ")
+    assert check.stdout.splitlines()[-1].startswith("ok: 4 routes (2 shared), plan for 4 ")
 
 
 def test_four_workers_handle_messages_with_the_venvs_package(machine: Machine) -> None:
@@ -195,6 +196,40 @@ def test_a_venv_that_cannot_work_fails_once_without_restart_loop(machine: Machin
     finally:
         m.run("rm", "-f", f"{CONF_D}/99-venv.conf")
         m.run("systemctl", "reset-failed", unit, check=False)
+
+
+def restarts(m: Machine) -> dict[str, int]:
+    return {u: int(show(m, u, "NRestarts")["NRestarts"]) for u in WORKERS}
+
+
+def test_a_message_that_kills_its_worker_is_spooled_and_the_restarts_stop(
+        machine: Machine) -> None:
+    """Message 7 of poison/p1 makes its worker exit: systemd restarts it, the broker delivers
+    the message again, it exits again; at the second death the restarted worker spools the
+    message (poison_threshold 2) and acknowledges it, and the unit stays active."""
+    m = machine
+    before = restarts(m)
+
+    def letters() -> list[dict]:
+        out = m.run("routemq", "dead-letters", "--json", "--route", "poison/*").stdout
+        return json.loads(out)["letters"]
+    publish(m, "poison/p1", 40)
+    [letter] = wait_until(letters, 120, "the poison message in the spool",
+                          explain=lambda: m.run("journalctl", "--no-pager", "-o", "cat",
+                                                "-n", "60").stdout)
+    assert json.loads(letter["preview"]) == {"seq": 7}, letter
+    assert letter["error"].startswith("poison: its worker process died 2 times"), letter
+    journal = Journal(m)
+    journal.wait_processed("p1", [n for n in range(1, 41) if n != 7], 120)
+    wait_until(lambda: all(unit_state(m, u) == "active" for u in WORKERS), 60,
+               "every worker active")
+    after = restarts(m)
+    assert sum(after.values()) - sum(before.values()) == 2, (before, after)
+    # the restarts stopped: the next batch is handled with no further death
+    publish(m, "poison/p2", 40, start=8)  # seq 7 of p2 would be another poison message
+    journal.wait_processed("p2", range(8, 48), 120)
+    assert restarts(m) == after
+    assert 7 not in set().union(*journal.processed("p1").values())
 
 
 def test_stopping_the_target_returns_after_every_worker_drained(machine: Machine) -> None:

@@ -34,10 +34,13 @@ CHILD = textwrap.dedent("""
     if mode == "ended":
         q.end(slot)
     if mode == "forks":  # a grandchild inherits the journal's locked descriptor
+        ran, said = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.write(said, b"x")  # the at-fork hooks have run (else it still holds the lock)
             sys.stdin.readline()
             os._exit(0)
+        os.read(ran, 1)
         slot = f"{slot} {pid}"
     print("ready", slot, flush=True)
     if mode == "closed":

@@ -40,7 +40,7 @@ def test_a_limited_route_runs_its_own_count_while_others_use_the_rest():
         assert await d.drain(3)
         assert peak == {"slow": 1, "fast": 6}
         assert sorted(x.mid for x in acked) == [1, 2, 3, 4, 5, *range(100, 106)]
-        assert not d._held and not any(d._route_running.values())
+        assert not d._held and not any(d._lane_running.values())
     asyncio.run(main())
 
 
