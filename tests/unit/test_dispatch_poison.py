@@ -2,23 +2,29 @@
 a message in flight at `threshold` worker deaths is spooled and acknowledged without running;
 one in flight at fewer deaths runs alone among suspects and is forgotten once it ends."""
 import asyncio
-import time
-from dataclasses import dataclass
+
+import pytest
 
 import routemq.dispatcher
-from routemq.dispatcher import Dispatcher
 from routemq.poison import Quarantine, message_key
 from routemq.router import Router
+from tests.dispatching import D, make
 
 
-@dataclass
-class D:
-    topic: str
-    payload: bytes = b"{}"
-    qos: int = 1
-    mid: int = 0
-    subscription_ids: tuple = ()
-    dup: bool = False
+@pytest.fixture
+def opened(tmp_path):
+    """open(threshold): a Quarantine in tmp_path, opened now (it harvests the journals of
+    dead workers already there) and closed after the test."""
+    made = []
+
+    def open_(threshold=2):
+        q = Quarantine(tmp_path, owner="w", threshold=threshold)
+        q.open()
+        made.append(q)
+        return q
+    yield open_
+    for q in made:
+        q.close()
 
 
 def died_holding(directory, name, *messages):
@@ -29,26 +35,11 @@ def died_holding(directory, name, *messages):
     (directory / f"{name}.slots").write_bytes(data)
 
 
-def make(router, quarantine, **kw):
-    acked, dead = [], []
-    d = Dispatcher(router, client="C", ack=acked.append, dead_letter=dead.append,
-                   quarantine=quarantine, **kw)
-    d.hold(router.routes)
-    return d, acked, dead
-
-
-async def until(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.001)
-
-
-def test_a_message_in_flight_at_two_deaths_is_spooled_and_acked_without_running(tmp_path):
-    q = Quarantine(tmp_path, owner="w", threshold=2)
+def test_a_message_in_flight_at_two_deaths_is_spooled_and_acked_without_running(
+        opened, tmp_path):
     died_holding(tmp_path, "w1-100", ("p/13", b'{"seq": 13}'), ("p/1", b'{"seq": 1}'))
     died_holding(tmp_path, "w1-101", ("p/13", b'{"seq": 13}'))
-    q.open()
+    q = opened(2)
     ran = []
 
     async def handler(id, payload, client):
@@ -57,7 +48,7 @@ def test_a_message_in_flight_at_two_deaths_is_spooled_and_acked_without_running(
     async def main():
         router = Router()
         router.on("p/{id}", handler, shared=True, qos=1)
-        d, acked, dead = make(router, q)
+        d, acked, dead = make(router, quarantine=q)
         d.submit(D("p/13", b'{"seq": 13}', mid=1))
         d.submit(D("p/1", b'{"seq": 1}', mid=2))  # one death: runs, then is forgotten
         assert await d.drain(5)
@@ -67,17 +58,13 @@ def test_a_message_in_flight_at_two_deaths_is_spooled_and_acked_without_running(
         assert dead[0]["error"].startswith("poison: its worker process died 2 times")
         assert q.deaths("p/13", b'{"seq": 13}') == 0 and q.deaths("p/1", b'{"seq": 1}') == 0
         assert d.metrics.rejected == 1
-    try:
-        asyncio.run(main())
-    finally:
-        q.close()
+    asyncio.run(main())
 
 
-def test_suspects_run_one_at_a_time_while_other_messages_run_beside(tmp_path):
-    q = Quarantine(tmp_path, owner="w", threshold=2)
+def test_suspects_run_one_at_a_time_while_other_messages_run_beside(opened, tmp_path):
     suspects = [(f"s/{i}", b"x") for i in range(4)]
     died_holding(tmp_path, "w1-100", *suspects)
-    q.open()
+    q = opened(2)
     running, peak_suspects, others = set(), [0], []
 
     async def handler(id, payload, client):
@@ -94,7 +81,7 @@ def test_suspects_run_one_at_a_time_while_other_messages_run_beside(tmp_path):
                   shared=True, qos=1)
         router.on("n/{id}", lambda id, payload, client: handler(f"n{id}", payload, client),
                   shared=True, qos=1)
-        d, acked, dead = make(router, q, max_inflight=16)
+        d, acked, dead = make(router, quarantine=q, max_inflight=16)
         for i, (topic, payload) in enumerate(suspects):
             d.submit(D(topic, payload, mid=i, dup=True))
         for i in range(6):
@@ -104,15 +91,11 @@ def test_suspects_run_one_at_a_time_while_other_messages_run_beside(tmp_path):
         assert max(others) >= 6  # the others ran together, beside a suspect
         assert len(acked) == 10 and dead == []
         assert all(q.deaths(t, p) == 0 for t, p in suspects)  # each ended: forgotten
-    try:
-        asyncio.run(main())
-    finally:
-        q.close()
+    asyncio.run(main())
 
 
-def test_qos0_is_not_journaled_and_a_dead_worker_holding_it_counts_nothing(tmp_path):
-    q = Quarantine(tmp_path, owner="w", threshold=2)
-    q.open()
+def test_only_qos1_is_journaled_and_only_while_its_handler_runs(opened):
+    q = opened(2)
     seen_slots = []
 
     async def handler(payload, client):
@@ -124,22 +107,18 @@ def test_qos0_is_not_journaled_and_a_dead_worker_holding_it_counts_nothing(tmp_p
         router = Router()
         router.on("a", handler, qos=1)
         router.on("b", handler, qos=0)
-        d, acked, _ = make(router, q)
+        d, acked, _ = make(router, quarantine=q)
         d.submit(D("a", mid=1))
         d.submit(D("b", qos=0))
         assert await d.drain(5)
         assert sorted(seen_slots) == [0, 1]  # QoS 1 in the journal while it ran, QoS 0 not
         assert q._map[:16] == bytes(16)  # cleared once it ended
-    try:
-        asyncio.run(main())
-    finally:
-        q.close()
+    asyncio.run(main())
 
 
-def test_a_redelivery_makes_the_dispatcher_look_for_dead_workers(tmp_path, monkeypatch):
+def test_a_redelivery_makes_the_dispatcher_look_for_dead_workers(opened, tmp_path, monkeypatch):
     monkeypatch.setattr(routemq.dispatcher, "DUP_HARVEST_INTERVAL", 0.0)
-    q = Quarantine(tmp_path, owner="w", threshold=1)
-    q.open()
+    q = opened(1)
     ran = []
 
     async def handler(payload, client):
@@ -148,12 +127,9 @@ def test_a_redelivery_makes_the_dispatcher_look_for_dead_workers(tmp_path, monke
     async def main():
         router = Router()
         router.on("k", handler, qos=1)
-        d, acked, dead = make(router, q)
+        d, acked, dead = make(router, quarantine=q)
         died_holding(tmp_path, "w2-200", ("k", b"{}"))  # another worker died meanwhile
         d.submit(D("k", mid=1, dup=True))  # DUP: harvest first
         assert await d.drain(5)
         assert ran == [] and len(dead) == 1 and [x.mid for x in acked] == [1]
-    try:
-        asyncio.run(main())
-    finally:
-        q.close()
+    asyncio.run(main())

@@ -3,26 +3,10 @@ import asyncio
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 
 from routemq.dispatcher import Dispatcher, dead_letter_payload
 from routemq.router import Route, Router
-
-
-@dataclass
-class D:
-    topic: str
-    payload: bytes = b"{}"
-    qos: int = 1
-    mid: int = 0
-    subscription_ids: tuple = ()
-
-
-def make(router, **kw):
-    acked, dead = [], []
-    dispatcher = Dispatcher(router, client="C", ack=acked.append, dead_letter=dead.append, **kw)
-    dispatcher.hold(router.routes)
-    return dispatcher, acked, dead
+from tests.dispatching import D, make
 
 
 async def settle():

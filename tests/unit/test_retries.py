@@ -2,43 +2,16 @@
 the dispatcher running the attempts without a broker."""
 import asyncio
 import doctest
-import time
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 
 import routemq.retries
 from routemq import Message
-from routemq.dispatcher import Dispatcher
 from routemq.errors import RouteError
 from routemq.retries import RetryPolicy, jittered, retry_policy
 from routemq.router import Router
-
-
-@dataclass
-class D:
-    topic: str
-    payload: bytes = b"{}"
-    qos: int = 1
-    mid: int = 0
-    subscription_ids: tuple = ()
-    retain: bool = False
-    properties: object = None
-
-
-def make(router, **kw):
-    acked, dead = [], []
-    dispatcher = Dispatcher(router, client="C", ack=acked.append, dead_letter=dead.append, **kw)
-    dispatcher.hold(router.routes)
-    return dispatcher, acked, dead
-
-
-async def until(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.001)
+from tests.dispatching import D, make, until
 
 
 # --- the policy -----------------------------------------------------------------------------
