@@ -6,7 +6,11 @@ report everything (or stop making progress), then SIGTERM. Kinds:
 
 - "routemq": `python -m routemq worker --instance i` with the bench application
   (bench/app), configured through the environment as an operator would;
-- "bare": bench/bare_sub.py, paho alone, counting.
+- "paho": bench/bare_sub.py --style defaults, paho as a user writes it when left to its
+  defaults (MQTT 3.1.1, `loop_forever`, `json.loads` in on_message): the headline baseline;
+- "bare": bench/bare_sub.py --style mqtt5, paho alone speaking MQTT 5, counting (the name
+  predates "paho", and old results use it);
+- "faststream": bench/fs_sub.py, FastStream 0.7.8 MQTT, run by .venvs/bench's python.
 
 Throughput is messages over (last receive - first receive) across all subscribers
 (time.monotonic is one clock for the whole machine). CPU per message is the subscribers'
@@ -28,6 +32,8 @@ from bench.procstat import cpu_seconds, rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "bench" / "app"
+KINDS = ("routemq", "paho", "bare", "faststream")
+FS_PYTHON = ROOT / ".venvs" / "bench" / "bin" / "python"  # made by scripts/bench.sh
 TOPIC = "bench/dev-1"
 PUB_CHUNK = 50_000  # mosquitto_pub -l at QoS > 0 stops silently after 65,535 lines
 STALL = 5.0  # seconds without progress after publishing: the rest is lost
@@ -70,6 +76,8 @@ class Subscribers:
 
     def __init__(self, kind: str, n: int, qos: int, port: int, workdir: Path,
                  run_id: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown subscriber kind {kind!r}; known: {', '.join(KINDS)}")
         self.kind, self.n, self.qos, self.port = kind, n, qos, port
         self.dir = workdir / run_id
         self.out = self.dir / "out"
@@ -94,22 +102,31 @@ class Subscribers:
         })
         return env
 
+    def _command(self, instance: int) -> list[str]:
+        if self.kind == "routemq":
+            return [sys.executable, "-m", "routemq", "worker", "--instance", str(instance)]
+        # The counting subscribers (bench/bare_sub.py, bench/fs_sub.py) take one command line.
+        common = ["--port", str(self.port), "--filter", f"$share/{self.group}/bench/+",
+                  "--qos", str(self.qos), "--out", str(self.out), "--id", str(instance)]
+        if self.kind == "faststream":
+            if not FS_PYTHON.exists():
+                raise RuntimeError(f"{FS_PYTHON} missing: scripts/bench.sh installs "
+                                   "requirements/bench.txt there")
+            return [str(FS_PYTHON), "-m", "bench.fs_sub", *common]
+        style = "defaults" if self.kind == "paho" else "mqtt5"
+        return [sys.executable, "-m", "bench.bare_sub", *common, "--style", style]
+
     def start(self) -> None:
         for i in range(1, self.n + 1):
+            cmd = self._command(i)
             log = open(self.dir / f"{self.kind}-{i}.log", "ab")
-            if self.kind == "routemq":
-                cmd = [sys.executable, "-m", "routemq", "worker", "--instance", str(i)]
-            else:
-                cmd = [sys.executable, "-m", "bench.bare_sub", "--port", str(self.port),
-                       "--filter", f"$share/{self.group}/bench/+", "--qos", str(self.qos),
-                       "--out", str(self.out), "--id", str(i)]
             self.procs.append(subprocess.Popen(cmd, env=self._env(i), cwd=str(self.dir),
                                                stdout=log, stderr=subprocess.STDOUT))
             log.close()
 
     def _status(self, i: int) -> dict[str, Any] | None:
         path = (self.runtime / "workers" / f"{i}.json" if self.kind == "routemq"
-                else self.out / f"bare-{i}.status")
+                else self.out / f"bare-{i}.status")  # bench.bare_sub.Counter's files
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
@@ -231,6 +248,6 @@ def run_once(kind: str, workers: int, qos: int, lines: list[bytes], port: int,
                 seen.add(s)
         result.duplicates = dups
         result.lost = len(lines) - len(seen)
-    else:  # the bare subscriber only counts: at-most-once loss shows as a shortfall
+    else:  # the baselines only count: at-most-once loss shows as a shortfall
         result.lost = max(0, len(lines) - result.received)
     return result
