@@ -29,6 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from routemq.mqtt_aio import LoopDriver
+from routemq.packets import Publish
 
 log = logging.getLogger(__name__)
 
@@ -422,6 +423,15 @@ class MqttClient:
         """
         if not self.manual_ack or qos == 0:
             return True
+        driver = self._driver
+        if qos == 1 and driver is not None and driver.acks is not None and \
+                threading.get_ident() == driver.thread_id:
+            # On the loop: into this turn's batch (routemq.inbound.Acks). connected and
+            # generation change only on this thread here.
+            if not self.connected or generation not in (None, self.generation):
+                return False
+            driver.acks.add(mid)
+            return True
         with self._lock:
             if not self.connected or generation not in (None, self.generation):
                 return False
@@ -545,6 +555,21 @@ class MqttClient:
         else:
             text = f"connection lost: {describe_reason(rc, 'error')}"
         self._call("on_disconnect", text)
+
+    @property
+    def protocol_version(self) -> int:
+        """The MQTT protocol level of the packets: 5, or 4 for 3.1.1."""
+        return mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311
+
+    def deliver(self, p: Publish) -> None:
+        """A QoS 0/1 delivery decoded by routemq.inbound (the LoopDriver's reader)."""
+        callback = self.on_message
+        if callback is not None:
+            try:
+                callback(Message(p.topic, p.payload, p.qos, p.retain, p.mid, p.dup,
+                                 p.subscription_ids, self.generation, p.properties))
+            except Exception:
+                log.exception("exception in MQTT callback on_message")
 
     def _cb_message(self, client: Any, userdata: Any, m: mqtt.MQTTMessage) -> None:
         props = getattr(m, "properties", None)

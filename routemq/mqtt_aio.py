@@ -10,8 +10,9 @@ What paho's `loop_forever` did is done here, on the loop:
 - connect and reconnect: `reconnect()` runs in a worker thread (DNS, TCP connect and the TLS
   handshake block), with the same doubling backoff between `reconnect_delay_set` bounds,
   restarting from the minimum after a connection that got its CONNACK;
-- reads: `add_reader` on the socket; writes: paho's socket register/unregister callbacks
-  add and remove a writer (so acks queued during a burst go out in one writable callback);
+- reads: `add_reader` on the socket; deliveries are decoded here and their PUBACKs written
+  in one batch per loop turn (routemq.inbound), every other packet goes to paho's handler;
+  writes: paho's socket register/unregister callbacks add and remove a writer;
 - keepalive: `loop_misc()` once a second;
 - stop: `stop()` sends DISCONNECT after everything queued (acks included), waits until
   paho closed the socket, then lingers: paho closes right after writing DISCONNECT, and a
@@ -35,6 +36,8 @@ from typing import Any, Optional, Protocol
 
 import paho.mqtt.client as mqtt
 
+from routemq.inbound import Acks, Deliver, Reader
+
 log = logging.getLogger(__name__)
 
 MISC_INTERVAL = 1.0  # seconds between keepalive checks (paho's own select timeout)
@@ -55,6 +58,14 @@ class Driven(Protocol):
 
     def connect_failed(self) -> None:
         """A connection attempt failed before its CONNACK (DNS, TCP, TLS)."""
+
+    @property
+    def deliver(self) -> Deliver | None:
+        """Where decoded QoS 0/1 deliveries go (routemq.inbound); None: paho reads alone."""
+
+    @property
+    def protocol_version(self) -> int:
+        """5 or 4 (MQTT 3.1.1), as the packets are encoded."""
 
 
 class LoopDriver:
@@ -83,7 +94,16 @@ class LoopDriver:
         self.client.on_socket_register_write = self._register_write
         self.client.on_socket_unregister_write = self._unregister_write
         self.client.on_socket_close = self._socket_closed
-        if hasattr(self.client, "read_ahead") and self._packet_read is not None:
+        # Our own reading of deliveries and batched PUBACKs (routemq.inbound), where the
+        # owner takes decoded deliveries and paho has the private API they rely on.
+        deliver = getattr(owner, "deliver", None)
+        fast = deliver is not None and self._rc_handle is not None and all(
+            hasattr(self.client, name) for name in ("_packet_handle", "_packet_queue",
+                                                    "_in_packet", "_msgtime_mutex"))
+        self.reader = Reader(self.client, deliver, owner.protocol_version) if fast else None
+        self.acks = Acks(self.client, loop) if fast else None
+        if self.reader is None and hasattr(self.client, "read_ahead") and \
+                self._packet_read is not None:
             self.client.read_ahead = True  # _readable drains the buffer (see _PahoClient)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -134,6 +154,8 @@ class LoopDriver:
         if self.misc is not None:
             self.misc.cancel()
         if self.fd is not None and self.closed is not None and not self.closed.done():
+            if self.acks is not None:
+                self.acks.flush()  # the last PUBACKs go out before the DISCONNECT
             self.client.disconnect()
             self._writable()
             try:
@@ -174,6 +196,15 @@ class LoopDriver:
     def _readable(self) -> None:
         if self.paused:
             return
+        if self.reader is not None:
+            rc = self.reader.read(self._is_paused)
+            if rc == mqtt.MQTT_ERR_SUCCESS and not self.paused:
+                # Out of reads for this callback, or TLS data already decrypted: the
+                # socket may not turn readable again for it.
+                self.loop.call_soon(self._readable_again, self.fd)
+            elif rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+                self._rc_handle(rc)  # type: ignore[misc]
+            return
         if self._packet_read is None or self._rc_handle is None:
             self.client.loop_read()
             return
@@ -188,6 +219,9 @@ class LoopDriver:
                 return
         # Packets may wait in an SSL buffer without the socket turning readable again.
         self.loop.call_soon(self._readable_again, self.fd)
+
+    def _is_paused(self) -> bool:
+        return self.paused
 
     def _readable_again(self, fd: Optional[int]) -> None:
         if fd is not None and fd == self.fd:
@@ -270,6 +304,8 @@ class LoopDriver:
             raw.close()
 
     def _forget_socket(self) -> None:
+        if self.acks is not None:
+            self.acks.drop()
         if self.fd is not None:
             self.loop.remove_reader(self.fd)  # a no-op when paused
             if self.writing:
