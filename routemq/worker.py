@@ -79,6 +79,10 @@ class Worker:
         self._wake_scheduled = False
         self._ready_sent = False
         self._accepting = True
+        # While a stopping worker drains the routes it released: the keys of those routes
+        # (their late deliveries are handled) and when the last of them arrived.
+        self._released: frozenset[str] | None = None
+        self._last_released = 0.0
         self.assignment = Assignment(self.router, instance, self.paths.plan,
                                      config.worker_count)
         self.plan_version = 0  # of the plan whose subscriptions the broker acknowledged
@@ -130,7 +134,18 @@ class Worker:
             msg = inbox.popleft()
             if self._accepting:
                 submit(msg)
+            elif self._released is not None and self._late_release(msg):
+                submit(msg)
             # else: stopping; left unacknowledged in the session for the next start
+
+    def _late_release(self, msg: Message) -> bool:
+        """A delivery for a route this stopping worker released (queued for its session
+        before the UNSUBACK): nobody else will get it, so it is handled here."""
+        found = self.dispatcher.resolve(msg)
+        if found is None or found[0].key not in self._released:  # type: ignore[operator]
+            return False
+        self._last_released = time.monotonic()
+        return True
 
     def _ack(self, msg: Message) -> None:
         if self._spool_error is not None:
@@ -366,7 +381,18 @@ class Worker:
             return quiet or await self.dispatcher.drain(0)
         self._pump()  # everything received before the UNSUBACK is ours to finish
         self._accepting = False
-        return await self.dispatcher.drain(timeout)
+        started = time.monotonic()
+        if release.filters:
+            # The broker still delivers what it had queued in this session for the filters
+            # just released (as acks free the in-flight window): handle that until quiet.
+            # Deliveries of the routes kept stay in the session for the next start.
+            by_route = self.subs.by_route()
+            self._released = frozenset(key for key, f in by_route.items()
+                                       if f in release.filters)
+            self._last_released = started
+            await until_quiet(lambda: self.dispatcher.idle and not self._inbox,
+                              lambda: self._last_released, timeout)
+        return await self.dispatcher.drain(max(0.0, timeout - (time.monotonic() - started)))
 
 
 def run_worker(config: Any, instance: int, router: Router | None = None,

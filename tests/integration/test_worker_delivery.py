@@ -81,6 +81,26 @@ def test_broker_restart_mid_stream_loses_nothing(fleet_factory, broker):
     assert len(per_message) == 6000
 
 
+def test_sigterm_handles_what_the_broker_had_queued_for_the_stopping_worker(fleet_factory,
+                                                                          broker):
+    """Slow handlers and a small in-flight window make the broker queue most of a burst in
+    each worker's session. A standalone worker stopped then unsubscribes its share, yet the
+    broker still delivers what it had queued for it: the worker handles that too (nobody
+    else will) instead of leaving it in its session."""
+    fleet = fleet_factory(2, TEST_SLOW="0.05", ROUTEMQ_MAX_INFLIGHT="4")
+    fleet.start_all()
+    n = 600
+    publish_spread(broker, "slow", n)  # all acknowledged: queued in the two sessions
+    wait_until(lambda: len(fleet.processed("slow")) >= 20, 30, "the first messages handled")
+    stopping = fleet.procs[1]
+    stopping.signal(signal.SIGTERM)
+    assert stopping.wait(60) == 0
+    rows = fleet.wait_processed(n, "slow", timeout=120)
+    per_worker, per_message = tally(rows)
+    assert len(per_message) == n, f"lost {n - len(per_message)}"
+    assert per_worker[1] > 20 and per_worker[2] > 20, per_worker
+
+
 def test_sigterm_drains_in_flight_and_the_rest_goes_to_the_other_worker(fleet_factory, broker):
     fleet = fleet_factory(2, TEST_SLOW="0.01")
     fleet.start_all()
