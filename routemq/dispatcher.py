@@ -56,6 +56,7 @@ STUCK_GRACE = 5.0  # seconds a cancelled handler may take to end before we call 
 # A redelivery (DUP) may follow a worker's death: look for dead journals then, at most this
 # often (a reconnect brings a burst of them; one harvest with nothing dead costs ~40 µs).
 DUP_HARVEST_INTERVAL = 0.1
+RESOLVED_MAX = 10_000  # topics whose route and parameters a dispatcher remembers
 
 
 class Delivery(Protocol):
@@ -151,16 +152,35 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._unrouted_log = RateLimitedLog()
+        self._resolved: dict[Any, tuple[Route, Params]] = {}  # see resolve()
 
     # --- what this worker holds ----------------------------------------------------------
     def hold(self, routes: Iterable[Route], sub_ids: dict[int, Route] | None = None) -> None:
         """Set the routes this worker holds and the subscription identifiers naming them."""
         self.routes = frozenset(routes)
         self.by_sub_id = dict(sub_ids or {})
+        self._resolved.clear()  # the answers depend on what is held
 
     def resolve(self, delivery: Any) -> tuple[Route, Params] | None:
         """The route of a delivery and its parameters, or None when no route of the
-        application matches its topic (see the module docstring: held or not)."""
+        application matches its topic (see the module docstring: held or not).
+
+        Remembered per topic (and subscription identifiers), up to RESOLVED_MAX answers: a
+        device publishes on the same topic again and again, and a topic-tree walk with its
+        parameters costs more than the rest of the lookup. The parameters dict is shared:
+        read-only (handlers get copies as keyword arguments; a Message gets its own)."""
+        ids = delivery.subscription_ids
+        key = (delivery.topic, ids) if ids else delivery.topic
+        found = self._resolved.get(key)
+        if found is None:
+            found = self._resolve(delivery)
+            if found is not None:
+                if len(self._resolved) >= RESOLVED_MAX:
+                    self._resolved.clear()
+                self._resolved[key] = found
+        return found
+
+    def _resolve(self, delivery: Any) -> tuple[Route, Params] | None:
         for sub_id in delivery.subscription_ids:
             route = self.by_sub_id.get(sub_id)
             if route is not None:
@@ -332,18 +352,51 @@ class Dispatcher:
         Between attempts (its route's retries) the job keeps its place: it still counts
         against max_inflight, and a route that is not shared starts nothing behind it, so
         its order holds. Cancelled (stopping), it leaves the message unacknowledged.
+        The attempts run in this one coroutine (no frame per attempt: it is per message).
         """
         route, delivery = job.route, job.delivery
+        # In the journal while it runs: if this process dies now, the message is a suspect.
+        q = self.quarantine if delivery.qos else None
+        attempt = 0
+        failure: tuple[str, BaseException] | None = None
         try:
-            failure = await self._attempt(job, 1)
-            attempt = 1
-            while failure is not None:
+            while True:
+                attempt += 1
+                slot = q.begin(delivery.topic, delivery.payload) if q is not None else -1
+                self._active[job] = job.started = time.monotonic()
+                job.timed_out = False
+                try:
+                    payload = decode_payload(delivery.payload)  # afresh for each attempt
+                    if route.plain:  # a coroutine handler, no middleware, no Message
+                        await route.handler(**job.params, payload=payload, client=self.client)
+                    elif route.uses_message:
+                        await route.call(delivery.topic, payload, self.client, job.params,
+                                         Message(delivery, payload, dict(job.params),
+                                                 self.client, attempt))
+                    else:
+                        await route.call(delivery.topic, payload, self.client, job.params)
+                    failure = None
+                except asyncio.CancelledError as exc:
+                    if not job.timed_out:
+                        raise
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()  # the cancellation was ours and is handled here
+                    error = TimeoutError(f"handler timed out after {job.timeout:g}s")
+                    error.__cause__ = exc  # the traceback shows where the handler waited
+                    failure = str(error), error
+                except Exception as exc:
+                    failure = f"{type(exc).__name__}: {exc}", exc
+                finally:
+                    del self._active[job]
+                    if slot >= 0:
+                        q.end(slot)  # type: ignore[union-attr]
+                if failure is None:
+                    break
                 delay = route.retry.delay(attempt)
                 if delay is None:
                     break
                 await self._back_off(job, attempt, jittered(delay), failure[0])
-                attempt += 1
-                failure = await self._attempt(job, attempt)
         except asyncio.CancelledError:
             # Stopping: no ack, the broker keeps the message for this session. What waited
             # behind this job is not started (cancel() cleared it).
@@ -358,40 +411,6 @@ class Dispatcher:
             self._finish(delivery)
         finally:
             self._next(job)
-
-    async def _attempt(self, job: _Job, attempt: int) -> tuple[str, BaseException] | None:
-        """Run the handler once: None when it returned, else (error text, exception).
-        CancelledError goes through unless it was the timeout sweep's."""
-        route, delivery = job.route, job.delivery
-        q = self.quarantine
-        # In the journal while it runs: if this process dies now, the message is a suspect.
-        slot = q.begin(delivery.topic, delivery.payload) if q is not None and delivery.qos \
-            else -1
-        self._active[job] = job.started = time.monotonic()
-        job.timed_out = False
-        try:
-            payload = decode_payload(delivery.payload)  # afresh: an attempt may mutate it
-            if route.uses_message:
-                await route.call(delivery.topic, payload, self.client, job.params,
-                                 Message(delivery, payload, job.params, self.client, attempt))
-            else:
-                await route.call(delivery.topic, payload, self.client, job.params)
-            return None
-        except asyncio.CancelledError as exc:
-            if not job.timed_out:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()  # the cancellation was ours and is handled here
-            error = TimeoutError(f"handler timed out after {job.timeout:g}s")
-            error.__cause__ = exc  # the traceback shows where the handler was waiting
-            return str(error), error
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}", exc
-        finally:
-            del self._active[job]
-            if slot >= 0:
-                q.end(slot)  # type: ignore[union-attr]
 
     async def _back_off(self, job: _Job, attempt: int, delay: float, error: str) -> None:
         """Wait before the next attempt, unacknowledged (a kill now loses nothing: the

@@ -11,9 +11,11 @@ the asyncio LoopDriver (mqtt_aio) the worker reads the socket itself:
   publishes, DISCONNECT, a QoS 2 PUBLISH and PUBREL) goes to paho's own handler, in stream
   order, exactly as paho would have read it: connecting, subscribing, keepalive and
   reconnecting stay paho's.
-- `Acks` gathers the PUBACKs of one loop turn into one packet of paho's output queue, so
-  they leave in order with paho's own packets (a SUBSCRIBE queued meanwhile is never cut in
-  two) and cost one queue entry per turn instead of one per message.
+- `Acks` gathers the PUBACKs of one loop turn (at most ACK_BATCH) into one entry of paho's
+  output queue, written at once: they leave in order with paho's own packets (a SUBSCRIBE
+  queued meanwhile is never cut in two), one send() per batch instead of a packet, a
+  wake-up write and a send() per message, and without waiting a loop turn for the socket
+  to be reported writable (the broker's in-flight window refills sooner).
 
 A packet that breaks the protocol (packets.MalformedPacket) ends the connection with one
 log line naming the problem; paho reconnects, and the broker delivers the unacknowledged
@@ -34,6 +36,7 @@ log = logging.getLogger("routemq.mqtt")
 READ_BYTES = 65536  # per recv: many packets per system call
 READS_PER_CALL = 16  # recv calls per readable callback before yielding to other callbacks
 PUBACK = 0x40
+ACK_BATCH = 32  # PUBACKs gathered before they are written without waiting for the turn's end
 
 Deliver = Callable[[Publish], None]
 
@@ -75,6 +78,10 @@ class Reader:
                 client._last_msg_in = mqtt.time_func()
             self.splitter.feed(data)
             rc = self._handle(stop)
+            if len(data) < READ_BYTES and not _pending(client._sock):
+                # The socket had less than we asked for: it is drained, and asking again
+                # would only cost a system call that says so.
+                return rc or mqtt.MQTT_ERR_AGAIN
         return rc
 
     def _handle(self, stop: Callable[[], bool]) -> int:
@@ -116,6 +123,13 @@ class Reader:
         return self.splitter.buffered > 0
 
 
+def _pending(sock: Any) -> int:
+    """Bytes a TLS socket decrypted and holds beyond what recv() returned (0 for TCP):
+    they never make the socket readable again."""
+    pending = getattr(sock, "pending", None)
+    return pending() if pending is not None else 0
+
+
 class Acks:
     """PUBACKs of one loop turn, queued to paho as one packet (see the module docstring)."""
 
@@ -127,16 +141,30 @@ class Acks:
 
     def add(self, mid: int) -> None:
         """Acknowledge QoS 1 message `mid` of the current connection (loop thread)."""
-        self.pending += b"\x40\x02" + mid.to_bytes(2, "big")
-        if not self.scheduled:
+        pending = self.pending
+        pending += b"\x40\x02" + mid.to_bytes(2, "big")
+        if len(pending) >= 4 * ACK_BATCH:
+            self.flush()
+        elif not self.scheduled:
             self.scheduled = True
-            self.loop.call_soon(self.flush)
+            self.loop.call_soon(self._end_of_turn)
+
+    def _end_of_turn(self) -> None:
+        self.scheduled = False
+        self.flush()
 
     def flush(self) -> None:
-        """Queue what was gathered (before a DISCONNECT, and at the end of each turn)."""
-        self.scheduled = False
-        if self.pending and self.client._sock is not None:
-            self.client._packet_queue(PUBACK, bytes(self.pending), 0, 0)
+        """Write what was gathered now (before a DISCONNECT, and at the end of each turn),
+        behind whatever paho has queued; paho's writer finishes what the socket refuses."""
+        client = self.client
+        if self.pending and client._sock is not None:
+            data = bytes(self.pending)
+            # As paho's _packet_queue, minus its wake-up write (no select() to wake here)
+            # and the writer registration that would delay this write by a loop turn.
+            client._out_packet.append({"command": PUBACK, "mid": 0, "qos": 0, "pos": 0,
+                                       "to_process": len(data), "packet": data,
+                                       "info": None})
+            client.loop_write()
         self.pending.clear()
 
     def drop(self) -> None:

@@ -98,7 +98,7 @@ class LoopDriver:
         # owner takes decoded deliveries and paho has the private API they rely on.
         deliver = getattr(owner, "deliver", None)
         fast = deliver is not None and self._rc_handle is not None and all(
-            hasattr(self.client, name) for name in ("_packet_handle", "_packet_queue",
+            hasattr(self.client, name) for name in ("_packet_handle", "_out_packet",
                                                     "_in_packet", "_msgtime_mutex"))
         self.reader = Reader(self.client, deliver, owner.protocol_version) if fast else None
         self.acks = Acks(self.client, loop) if fast else None

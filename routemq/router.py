@@ -106,6 +106,9 @@ class Route:
         # context carries it. The dispatcher builds one only where `uses_message` is true.
         self.wants_message = declares_message(handler)
         self.uses_message = self.wants_message or bool(self._handles)
+        # The dispatcher's shortcut: a coroutine handler it may await itself, with nothing
+        # in between (no middleware, no Message).
+        self.plain = self._direct and not self._handles and not self.wants_message
         self.shared = bool(shared)
         # As in RouteMQ: a route that is not shared runs on exactly one worker.
         self.worker_count = worker_count if self.shared else 1
@@ -149,7 +152,9 @@ class Route:
             return await _call(self.handler, **params, payload=payload, client=client)
         if message is None:
             message = Message.build(topic, payload, params=params, client=client)
-        context: Context = {"topic": topic, "payload": payload, "params": params,
+        # Its own params: middleware may change the context, and the dispatcher shares one
+        # params dict among the messages of a topic.
+        context: Context = {"topic": topic, "payload": payload, "params": dict(params),
                             "client": client, "route": self, "route_pattern": self.topic,
                             "message": message}
         return await self._chain(0, context)

@@ -241,3 +241,47 @@ def test_backpressure_pauses_reading_over_high_water_and_resumes_at_half():
         assert events[1] == ("resume", 10) and not d.paused and d.queued == 0
         assert len(events) == 2
     asyncio.run(main())
+
+
+def test_a_topic_is_resolved_once_and_its_parameters_stay_unshared():
+    """The dispatcher remembers a topic's route and parameters; what a handler or a
+    middleware does with its copy never reaches the next message of that topic."""
+    async def main():
+        seen = []
+
+        class Meddler:
+            async def handle(self, context, next_handler):
+                context["params"]["id"] = "changed"
+                return await next_handler(context)
+
+        async def plain(id, payload, client):
+            seen.append(("plain", id))
+
+        async def with_message(id, payload, client, message):
+            seen.append(("message", id, dict(message.params)))
+            message.params["id"] = "changed"
+
+        async def meddled(id, payload, client):
+            seen.append(("meddled", id))
+
+        router = Router()
+        router.on("p/{id}", plain, shared=True)
+        router.on("m/{id}", with_message, shared=True)
+        router.on("x/{id}", meddled, shared=True, middleware=[Meddler()])
+        d, acked, _ = make(router)
+        for topic in ("p/1", "p/1", "m/2", "m/2", "x/3", "x/3"):
+            d.submit(D(topic))
+        assert await d.drain(5)
+        assert seen == [("plain", "1"), ("plain", "1"), ("message", "2", {"id": "2"}),
+                        ("message", "2", {"id": "2"}), ("meddled", "changed"),
+                        ("meddled", "changed")]
+        assert d.resolve(D("p/1"))[1] == {"id": "1"} and d.resolve(D("x/3"))[1] == {"id": "3"}
+        calls = []
+        original = d._resolve
+        d._resolve = lambda delivery: calls.append(delivery.topic) or original(delivery)
+        d.resolve(D("p/1")), d.resolve(D("p/9")), d.resolve(D("p/9"))
+        assert calls == ["p/9"]  # p/1 remembered, p/9 looked up once
+        d.hold(router.routes)
+        d.resolve(D("p/1"))
+        assert calls == ["p/9", "p/1"]  # a new hold forgets
+    asyncio.run(main())
