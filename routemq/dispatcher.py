@@ -13,10 +13,15 @@ plain deliveries. For each delivery:
    payload over `max_payload_bytes`);
 3. run the handler: shared routes concurrently, at most `max_inflight` at a time; routes
    that are not shared one message at a time, in arrival order;
-4. call `ack(delivery)` only after the handler finished, failed or was rejected, so a crash
-   before that leaves the message with the broker (at-least-once). A failure is logged once
-   with route, topic and traceback, counted, optionally dead-lettered, and then acked: a
-   message that always fails must not be redelivered forever.
+4. call `ack(delivery)` only after the handler finished, failed for good or was rejected,
+   so a crash before that leaves the message with the broker (at-least-once). A failed
+   attempt is run again after its route's backoff (routemq.retries), unacknowledged and in
+   its place; the last failure is logged once with route, topic and traceback, counted,
+   dead-lettered, and then acked: a message that always fails must not be redelivered
+   forever;
+5. with a quarantine (routemq.poison): journal each QoS 1/2 message while its handler runs,
+   run a message that was in flight at a worker's death alone among such suspects, and
+   dead-letter without running one that was in flight at `poison_threshold` deaths.
 
 Backpressure: when more than `high_water` accepted messages wait for a handler (a flood of
 QoS 0, which no Receive Maximum limits, or a slow ordered route), the dispatcher asks the
