@@ -34,6 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from routemq.packets import Splitter, TopicAliases, decode_publish
+from tests.mqtt_wire import vbi
 
 READ = 65536  # bytes per socket read, as the worker's read-ahead
 CHUNKS = 10
@@ -44,15 +45,6 @@ def _payload(seq: int) -> bytes:
     return json.dumps({"seq": seq, "device": "dev-42", "temperature": 21.5,
                        "humidity": 40.25, "ts": 1764280000.125, "status": "ok"},
                       separators=(",", ":")).encode()
-
-
-def _vbi(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = n >> 7, n & 0x7F
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _properties(kind: str) -> bytes:
@@ -74,7 +66,7 @@ def stream(kind: str, messages: int) -> bytes:
         topic = f"sensors/dev-{i % 100}/data".encode()
         body = (len(topic).to_bytes(2, "big") + topic + (i % 65535 + 1).to_bytes(2, "big")
                 + props + _payload(i))
-        out.append(b"\x32" + _vbi(len(body)) + body)
+        out.append(b"\x32" + vbi(len(body)) + body)
     return b"".join(out)
 
 

@@ -12,19 +12,7 @@ import time
 import pytest
 
 from routemq.mqtt import ConnectOptions, MqttClient
-
-
-def vbi(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = n >> 7, n & 0x7F
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + vbi(len(body)) + body
+from tests.mqtt_wire import packet, vbi
 
 
 def publish(topic: bytes, payload: bytes, mid: int, sub_id: int = 1) -> bytes:

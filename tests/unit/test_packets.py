@@ -22,6 +22,7 @@ from routemq.message import Message
 from routemq.packets import (MALFORMED_PACKET, PACKET_TOO_LARGE, PROTOCOL_ERROR,
                              TOPIC_ALIAS_INVALID, MalformedPacket, Publish, PublishProperties,
                              Splitter, TopicAliases, decode_publish, decode_pubrel)
+from tests.mqtt_wire import packet, vbi
 
 V5, V311 = 5, 4
 MAX_VBI = 268_435_455
@@ -34,15 +35,6 @@ SETTINGS = settings(max_examples=150, deadline=None,
 
 
 # -- an encoder of our own ----------------------------------------------------------------
-
-def vbi(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = n >> 7, n & 0x7F
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
 
 def utf8(text: str | bytes) -> bytes:
     raw = text.encode() if isinstance(text, str) else text
@@ -63,10 +55,6 @@ def prop(ident: int, value: Any) -> bytes:
     if ident == 0x26:
         return head + utf8(value[0]) + utf8(value[1])
     return head + utf8(value)  # 0x03, 0x08, 0x09 (binary data is encoded the same way)
-
-
-def packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + vbi(len(body)) + body
 
 
 def publish(topic: str | bytes = "a/b", payload: bytes = b"hi", qos: int = 0,
