@@ -18,11 +18,11 @@ retain, and the MQTT 5 properties it arrived with when it had any (`properties`:
 user_properties, content_type, response_topic, correlation_data in base64,
 message_expiry_interval; routemq.message.properties_record).
 
-Which state directory (environment.state_directory, the daemons' rule): `state_dir` if set; else $STATE_DIRECTORY (what
-the units' StateDirectory= and every daemon export); else /var/lib/routemq for root and for
-the units' user `routemq`; else $XDG_STATE_HOME/routemq (~/.local/state/routemq), the
-default of `routemq run` as an ordinary user. So `routemq dead-letters` run as root or as
-routemq finds the units' spool.
+Which state directory (environment.state_directory, the daemons' rule): `state_dir` if set;
+else $STATE_DIRECTORY (what the units' StateDirectory= and every daemon export); else
+/var/lib/routemq for root and for the units' user `routemq`; else $XDG_STATE_HOME/routemq
+(~/.local/state/routemq), the default of `routemq run` as an ordinary user. So `routemq
+dead-letters` run as root or as routemq finds the units' spool.
 
 Replay (`replay`) republishes oldest first, with the letter's QoS and properties, and
 removes each letter only after the broker acknowledged its copy: killed at any point, it

@@ -49,7 +49,7 @@ from routemq.message import Message, properties_record
 from routemq.metrics import WorkerMetrics
 from routemq.payload import decode_payload
 from routemq.poison import Quarantine
-from routemq.retries import jittered
+from routemq.retries import failure_text, jittered, timed_out
 from routemq.router import Route, Router
 from routemq.timings import CANCEL_GRACE
 
@@ -264,12 +264,12 @@ class Dispatcher:
         not the messages that happened to be in flight beside it."""
         q, delivery = self.quarantine, job.delivery
         assert q is not None
-        if getattr(delivery, "dup", False):
-            q.harvest(min_interval=DUP_HARVEST_INTERVAL)  # a redelivery: has a worker of this host died?
-        deaths = q.deaths(delivery.topic, delivery.payload)
+        if getattr(delivery, "dup", False):  # a redelivery: did a worker of this host die?
+            q.harvest(min_interval=DUP_HARVEST_INTERVAL)
+        deaths = q.deaths(delivery.topic, delivery.payload)  # no hashing while none died
         if not deaths:
             return False
-        if q.threshold and deaths >= q.threshold:
+        if q.poisonous(delivery.topic, delivery.payload):
             self.metrics.rejected += 1
             if self._failed(job.route, delivery,
                             f"poison: its worker process died {deaths} times while handling "
@@ -387,11 +387,10 @@ class Dispatcher:
                     current = asyncio.current_task()
                     if current is not None:
                         current.uncancel()  # the cancellation was ours and is handled here
-                    error = TimeoutError(f"handler timed out after {job.timeout:g}s")
-                    error.__cause__ = exc  # the traceback shows where the handler waited
+                    error = timed_out(job.timeout, exc)  # its traceback: where it waited
                     failure = str(error), error
                 except Exception as exc:
-                    failure = f"{type(exc).__name__}: {exc}", exc
+                    failure = failure_text(exc), exc
                 finally:
                     del self._active[job]
                     if slot >= 0:

@@ -29,7 +29,7 @@ from routemq.dispatcher import Dispatcher
 from routemq.errors import EXIT_BUSY, EXIT_FAILURE, EXIT_OK
 from routemq.metrics import WorkerMetrics
 from routemq.mqtt import Message, MqttClient
-from routemq.poison import Quarantine, open_quarantine, quarantine_capacity
+from routemq.poison import Quarantine, open_quarantine
 from routemq.router import Router
 from routemq.runtime import FileLock, RuntimePaths, unmark_session
 from routemq.session import (client_id, connect_options, end_session, on_loop, routes_by_id,
@@ -99,8 +99,7 @@ class SessionDrainer:
             return EXIT_BUSY
         # A poison message in the session must not kill the drainer again and again.
         self.quarantine = self.dispatcher.quarantine = open_quarantine(
-            self.config, f"drain-{self.instance}", quarantine_capacity(self.config,
-                                                                       self.router))
+            self.config, f"drain-{self.instance}", self.router)
         try:
             return await self._drain(paths, timeout)
         finally:

@@ -36,7 +36,8 @@ from typing import Any, Optional, Protocol
 
 import paho.mqtt.client as mqtt
 
-from routemq.inbound import Acks, Deliver, Reader
+from routemq.inbound import Acks, Reader
+from routemq.packets import Publish
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ class Driven(Protocol):
     def connect_failed(self) -> None:
         """A connection attempt failed before its CONNACK (DNS, TCP, TLS)."""
 
-    @property
-    def deliver(self) -> Deliver | None:
-        """Where decoded QoS 0/1 deliveries go (routemq.inbound); None: paho reads alone."""
+    def deliver(self, publish: Publish) -> None:
+        """Take a QoS 0/1 delivery decoded by routemq.inbound. An owner without this method
+        leaves the reading to paho."""
 
     @property
     def protocol_version(self) -> int:

@@ -422,30 +422,28 @@ class Quarantine:
             log.warning(message, *args)
 
 
-def open_quarantine(config: Any, owner: str, capacity: int) -> Quarantine | None:
-    """The open Quarantine of a worker (or drainer) of `config`, in
-    <state_dir>/in-progress; None when `poison_threshold` is 0 or the directory cannot be
-    used (logged: the worker runs on, without poison detection)."""
+def open_quarantine(config: Any, owner: str, router: Any) -> Quarantine | None:
+    """The open Quarantine of a worker (or drainer) of `config` running `router`'s routes,
+    in <state_dir>/in-progress; None when `poison_threshold` is 0 or the directory cannot be
+    used (logged: the worker runs on, without poison detection).
+
+    Its journal has a slot for every handler that can run at once: max_inflight (shared
+    routes) plus one per route that is not shared, and some for handlers that outlive
+    their cancellation."""
     from routemq.environment import config_state_directory
 
     threshold = getattr(config, "poison_threshold", 2)
     if not threshold:
         return None
     quarantine = Quarantine(config_state_directory(config) / SUBDIR, owner=owner,
-                            threshold=threshold, capacity=capacity)
+                            threshold=threshold,
+                            capacity=config.max_inflight + len(router.routes) + 16)
     try:
         quarantine.open()
     except OSError as exc:
         log.warning("%s; running without poison-message detection", exc)
         return None
     return quarantine
-
-
-def quarantine_capacity(config: Any, router: Any) -> int:
-    """Slots a worker's journal needs: handlers run at once are at most max_inflight (shared
-    routes) plus one per route that is not shared; some spare for handlers that outlive
-    their cancellation."""
-    return config.max_inflight + len(router.routes) + 16
 
 
 def _counts(records: Records) -> dict[bytes, int]:

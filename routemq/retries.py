@@ -61,6 +61,26 @@ def jittered(delay: float, rand: float | None = None) -> float:
     return delay * (1.0 - JITTER * (random.random() if rand is None else rand))
 
 
+def failure_text(exc: BaseException) -> str:
+    """How a failed attempt is logged, retried and dead-lettered.
+
+    >>> failure_text(ConnectionError("database is down"))
+    'ConnectionError: database is down'
+    """
+    return f"{type(exc).__name__}: {exc}"
+
+
+def timed_out(seconds: float, cause: BaseException | None = None) -> TimeoutError:
+    """The error of an attempt that outlived its timeout (`cause`: where it was waiting).
+
+    >>> str(timed_out(0.05))
+    'handler timed out after 0.05s'
+    """
+    error = TimeoutError(f"handler timed out after {seconds:g}s")
+    error.__cause__ = cause
+    return error
+
+
 def _seconds(value: object) -> bool:
     return (not isinstance(value, bool) and isinstance(value, (int, float))
             and math.isfinite(value) and 0 <= value <= MAX_SECONDS)

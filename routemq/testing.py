@@ -36,6 +36,7 @@ from routemq.errors import NoRouteError
 from routemq.message import Message, UserProperties, encode_payload, publish_properties
 from routemq.mqtt import Message as Delivery
 from routemq.payload import decode_payload
+from routemq.retries import failure_text, timed_out
 from routemq.router import Router
 
 
@@ -163,11 +164,10 @@ class TestClient:
                     return await route.call(topic, decoded, self.client, params, message)
             except Exception as exc:
                 if deadline.expired():  # as the worker says it
-                    timed_out = TimeoutError(f"handler timed out after {timeout:g}s")
-                    timed_out.__cause__, exc = exc, timed_out
+                    exc = timed_out(timeout, exc)
                 delay = route.retry.delay(attempt)
                 if delay is None:
                     raise exc
                 self.retries.append(Retry(topic, route.topic, attempt, delay,
-                                          f"{type(exc).__name__}: {exc}"))
+                                          failure_text(exc)))
                 attempt += 1

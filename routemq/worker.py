@@ -24,7 +24,6 @@ Shutdown and threading, in the order they matter:
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -44,7 +43,7 @@ from routemq.membership import Release, release_on_stop
 from routemq.metrics import WorkerMetrics, process_usage
 from routemq.mqtt import Message, MqttClient
 from routemq.notify import Notifier
-from routemq.poison import Quarantine, open_quarantine, quarantine_capacity
+from routemq.poison import Quarantine, open_quarantine
 from routemq.registry import load_router
 from routemq.router import Router
 from routemq.runtime import (FileLock, RuntimePaths, lock_holder, mark_session, running_master,
@@ -276,8 +275,7 @@ class Worker:
         self._loop_thread = threading.get_ident()
         await self.take_lock()
         self.quarantine = self.dispatcher.quarantine = open_quarantine(
-            self.config, f"worker-{self.instance}", quarantine_capacity(self.config,
-                                                                        self.router))
+            self.config, f"worker-{self.instance}", self.router)
         if self.assignment.planned:  # a master plans: tell it we are here
             self.state = WorkerState.JOINING
             self.write_health(self.health())
@@ -290,7 +288,6 @@ class Worker:
                  self.client_id, len(self.subs.held), self.client.options.url)
         self.notifier.status(f"connecting to {self.client.options.url}")
         mark_session(self.paths.workers, self.instance)  # the master drains it if we vanish
-        settle_garbage_collector()
         self.client.connect_async()
         self.client.loop_start()
         ticker = asyncio.create_task(self._ticker())
@@ -403,22 +400,6 @@ class Worker:
             await until_quiet(lambda: self.dispatcher.idle and not self._inbox,
                               lambda: self._last_released, timeout)
         return await self.dispatcher.drain(max(0.0, timeout - (time.monotonic() - started)))
-
-
-GC_THRESHOLD = 20_000  # allocations between young collections (Python's default: 700)
-
-
-def settle_garbage_collector() -> None:
-    """Keep the collector off the per-message path: what was loaded at start (the
-    application, paho, routemq: ~100,000 objects that live as long as the process) moves
-    out of the collector's sight (gc.freeze), and young collections run every
-    GC_THRESHOLD allocations instead of every 700. A message allocates ~15 objects; with
-    the defaults the collector took about a third of a worker's CPU under load (py-spy),
-    most of it walking the objects loaded at start. Cycles are still collected."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD, older, oldest)
 
 
 def run_worker(config: Any, instance: int, router: Router | None = None,
