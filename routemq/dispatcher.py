@@ -29,21 +29,28 @@ MQTT client to stop reading (`client.pause_reading()`, when the client has it) u
 them are done; the rest waits in the kernel and at the broker, under the broker's queue
 limits, instead of growing this process without bound.
 
-Per-message cost matters here (see bench/): one task per message, whose own coroutine does
-the bookkeeping when the handler ends (no done-callback round trip through the loop), and
-handler timeouts enforced by one periodic sweep over the running handlers instead of an
-`asyncio.timeout` (a timer and a context manager) per message.
+Per-message cost matters here (see bench/). Handlers run in *runner* tasks, not in a task
+per message: a runner takes the started jobs one after another, so a handler that does not
+wait for anything costs no task, no scheduling and no loop turn, and a batch read from the
+socket runs in one turn. A handler that waits holds its runner; a job started meanwhile gets
+another runner, so up to `max_inflight` handlers still wait concurrently. Each job starts
+with the dispatcher's contextvars as they were (a runner whose handler changed them, or
+swallowed a cancellation, ends and is replaced), `asyncio.current_task()` is the runner
+while it runs the handler, and timeouts are enforced by one periodic sweep over the running
+handlers instead of an `asyncio.timeout` (a timer and a context manager) per message.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import hashlib
 import json
 import logging
 import time
+import types
 from collections import deque
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Generator, Iterable, Protocol
 
 from routemq.message import Message, properties_record
 from routemq.metrics import WorkerMetrics
@@ -146,7 +153,13 @@ class Dispatcher:
         # _pending, so that a busy slow route does not hold up the others).
         self._lane_running: dict[str, int] = {}
         self._held: dict[str, deque[_Job]] = {}
-        self._running: set[asyncio.Task[None]] = set()
+        # Started jobs (holding a slot of max_inflight or of their ordered route): in _ready
+        # until a runner takes them, then running or in a backoff until _next.
+        self._started = 0
+        self._ready: deque[_Job] = deque()
+        self._free = 0  # runners that will look at _ready again before they end
+        self._runners: set[asyncio.Task[None]] = set()
+        self._context = contextvars.copy_context()  # each runner starts from a copy
         self._active: dict[_Job, float] = {}  # one entry per handler running: its start
         self._sweeper: asyncio.TimerHandle | None = None
         self._waiting = 0  # jobs in _pending and in the ordered backlogs
@@ -243,7 +256,7 @@ class Dispatcher:
         elif job.lane is not None and self._lane_full(job):
             self._idle.clear()
             self._held.setdefault(job.lane, deque()).append(job)
-        elif len(self._running) < self.max_inflight:
+        elif self._started < self.max_inflight:
             self._spawn(job)
             return
         else:
@@ -287,20 +300,68 @@ class Dispatcher:
         return False
 
     def _spawn(self, job: _Job) -> None:
+        """Start a job: it holds its slot from now on, and a runner will take it."""
         route = job.route
         if job.lane is not None:
             self._lane_running[job.lane] = self._lane_running.get(job.lane, 0) + 1
-        task = job.task = asyncio.get_running_loop().create_task(self._process(job))
-        self._running.add(task)
+        self._started += 1
+        self._ready.append(job)
+        if not self._free:
+            self._add_runner()
         self._idle.clear()
         job.timeout = self.handler_timeout if route.timeout is None else route.timeout
         if job.timeout > 0 and self._sweeper is None:
-            self._sweeper = task.get_loop().call_later(self._sweep_interval(job.timeout),
-                                                       self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(
+                self._sweep_interval(job.timeout), self._sweep)
+
+    def _add_runner(self) -> None:
+        self._free += 1
+        self._runners.add(asyncio.get_running_loop().create_task(
+            self._run(), context=self._context.copy()))
+
+    async def _run(self) -> None:
+        """A runner: process the started jobs until none is left (see the module docstring).
+
+        It ends early, leaving the rest to a fresh runner, after a job whose handler changed
+        the runner's contextvars or swallowed a cancellation: the next message must not
+        inherit either. Cancelled (stopping), it ends with its job unacknowledged."""
+        ready = self._ready
+        task = asyncio.current_task()
+        assert task is not None
+        context = contextvars.copy_context()
+        try:
+            while ready:
+                job = ready.popleft()
+                self._free -= 1
+                job.task = task
+                try:
+                    coro = self._process(job)
+                    try:
+                        waiting = coro.send(None)  # up to its first wait, in this task
+                    except StopIteration:
+                        pass  # done without waiting: on to the next job in this same turn
+                    else:
+                        if ready and not self._free:  # it waits: the rest need a runner
+                            self._add_runner()
+                        await _resume(coro, waiting)
+                except Exception:  # a bug of ours (the handler's errors are caught inside)
+                    log.exception("processing %s failed", job.delivery.topic,
+                                  extra={"route": job.route.topic, "topic": job.delivery.topic})
+                finally:
+                    self._free += 1  # before _next: what it starts is ours to take
+                    self._next(job)
+                if task.cancelling() or contextvars.copy_context() != context:
+                    break
+        finally:
+            self._free -= 1
+            self._runners.discard(task)
+            if ready and not self._free:
+                self._add_runner()
 
     def _next(self, job: _Job) -> None:
-        """Called by a job as it ends: start what waited for it, or note that all is done."""
-        self._running.discard(job.task)  # type: ignore[arg-type]
+        """Called as a job ends (or is dropped unstarted): start what waited for it, or note
+        that all is done."""
+        self._started -= 1
         if not job.route.shared:
             backlog = self._ordered.get(job.route.key)
             if backlog:
@@ -316,7 +377,7 @@ class Dispatcher:
                 self._pending.appendleft(held.popleft())
             if held is not None and not held:
                 del self._held[key]
-        while self._pending and len(self._running) < self.max_inflight:
+        while self._pending and self._started < self.max_inflight:
             waiting = self._pending.popleft()
             if waiting.lane is not None and self._lane_full(waiting):
                 self._held.setdefault(waiting.lane, deque()).append(waiting)
@@ -327,7 +388,7 @@ class Dispatcher:
             self.paused = False
             if self._resume is not None:
                 self._resume()
-        if not self._running and not self._pending:
+        if not self._started and not self._pending:
             self._idle.set()
 
     # --- handler timeouts ----------------------------------------------------------------
@@ -345,7 +406,7 @@ class Dispatcher:
             if 0 < job.timeout <= now - started and not job.timed_out and job.task is not None:
                 job.timed_out = True
                 job.task.cancel()
-        if self._running:  # a job may be spawned and not yet started: keep sweeping
+        if self._started:  # a job may be spawned and not yet started: keep sweeping
             self._sweeper = asyncio.get_running_loop().call_later(
                 self._sweep_interval(min(timeouts, default=self.handler_timeout or 1.0)),
                 self._sweep)
@@ -403,18 +464,14 @@ class Dispatcher:
                 await self._back_off(job, attempt, jittered(delay), failure[0])
         except asyncio.CancelledError:
             # Stopping: no ack, the broker keeps the message for this session. What waited
-            # behind this job is not started (cancel() cleared it).
-            self._next(job)
+            # behind this job is not started (cancel() cleared it); the runner calls _next.
             raise
         if failure is not None:
             self._failed(route, delivery, failure[0], failure[1], attempt)
         if job.deaths:  # it ended without taking the process down: not the culprit
             self.quarantine.forget(delivery.topic, delivery.payload)  # type: ignore[union-attr]
-        try:
-            self.metrics.handled(route.key, time.monotonic() - job.started, failure is None)
-            self._finish(delivery)
-        finally:
-            self._next(job)
+        self.metrics.handled(route.key, time.monotonic() - job.started, failure is None)
+        self._finish(delivery)
 
     async def _back_off(self, job: _Job, attempt: int, delay: float, error: str) -> None:
         """Wait before the next attempt, unacknowledged (a kill now loses nothing: the
@@ -484,15 +541,22 @@ class Dispatcher:
         cancellation must not keep the worker from stopping. Returns how many did not end.
         """
         self._pending.clear()
+        self._held.clear()
         for backlog in self._ordered.values():
             backlog.clear()
         self._waiting = 0
-        tasks = list(self._running)
+        while self._ready:  # started, never run: they give their slots back unacknowledged
+            self._next(self._ready.popleft())
+        tasks = list(self._runners)
         for task in tasks:
             task.cancel()
         if not tasks:
             return 0
         _, pending = await asyncio.wait(tasks, timeout=grace)
+        # A runner cancelled before its first step never ran its bookkeeping; the runners
+        # still alive are inside a handler, not free.
+        self._free = 0
+        self._runners = {task for task in self._runners if not task.done()}
         if pending:
             log.error("%d handlers ignored cancellation for %.0fs; leaving them (their "
                       "messages stay unacknowledged and are delivered again)", len(pending),
@@ -505,6 +569,29 @@ class Dispatcher:
         now = time.monotonic() if now is None else now
         return any(0 < job.timeout < now - started - STUCK_GRACE
                    for job, started in self._active.items())
+
+
+@types.coroutine
+def _resume(coro: Any, waiting: Any) -> Generator[Any, Any, None]:
+    """Go on with `coro` inside the current task after it yielded `waiting` (a future, or
+    None for a bare yield) from a step driven by hand: `yield from coro` from its second
+    step on. Results and exceptions (a cancellation too) reach it where it waits."""
+    while True:
+        try:
+            sent = yield waiting
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # thrown into the task: CancelledError above all
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = coro.send(sent)
+            except StopIteration:
+                return
 
 
 def dead_letter_record(route: Route, delivery: Any, error: str,
