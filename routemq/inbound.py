@@ -50,12 +50,14 @@ class Reader:
         self.protocol = protocol
         self.splitter = Splitter(protocol=protocol)
         self._sock: Any = None  # the socket the splitter's bytes came from
+        self.delivered = 0  # deliveries handed to `deliver` by the last read()
 
     def read(self, stop: Callable[[], bool]) -> int:
         """Handle what is buffered, then read and handle until the socket has nothing
         (MQTT_ERR_AGAIN), `stop()` says so (backpressure), or READS_PER_CALL reads
         (MQTT_ERR_SUCCESS: call again soon). Any other paho code ends the connection."""
         client = self.client
+        self.delivered = 0
         if client._sock is not self._sock:  # a new connection: nothing carries over
             self.splitter.reset()
             self._sock = client._sock
@@ -90,6 +92,7 @@ class Reader:
             for first, body in self.splitter:
                 if first >> 4 == PUBLISH and first & 0x06 != 0x04:  # QoS 0 or 1 (or 3: bad)
                     deliver(decode_publish(first, body, protocol))
+                    self.delivered += 1
                 else:
                     rc = self._to_paho(first, body)
                     if rc:

@@ -30,6 +30,7 @@ class FakeBroker:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.connections: list[list[tuple[int, bytes]]] = []
+        self.conn: socket.socket | None = None  # the connection being served
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -41,6 +42,7 @@ class FakeBroker:
                 return
             seen: list[tuple[int, bytes]] = []
             self.connections.append(seen)
+            self.conn = conn
             with conn:
                 self._session(conn, seen)
 
@@ -180,3 +182,57 @@ def test_a_malformed_packet_closes_the_connection_with_a_clear_line(client_for, 
     assert not any(k == 4 and b[:2] == (8).to_bytes(2, "big") for k, b in first)
     lines = [r.getMessage() for r in caplog.records if "malformed packet" in r.getMessage()]
     assert lines and why in lines[0], lines
+
+
+def test_a_busy_reader_gathers_its_next_deliveries_and_a_quiet_one_never_waits(client_for,
+                                                                                monkeypatch):
+    """routemq.mqtt_aio's gathering: one message per read is read at once; a read of
+    GATHER_AFTER or more leaves the socket alone for GATHER_DELAY, and what arrives meanwhile
+    is read then, all of it acked; a pause meanwhile wins until resume."""
+    from routemq.mqtt_aio import GATHER_AFTER
+
+    broker = FakeBroker(b"")
+    got: list = []
+    gathered: list[int] = []
+
+    async def main():
+        client = client_for(broker.port, got)
+        try:
+            await run_until(lambda: client.connected and broker.conn is not None and any(
+                k == 8 for k, _ in broker.connections[-1]))
+            driver = client._driver
+            real = driver._gathered
+            driver._gathered = lambda fd: (gathered.append(len(got)), real(fd))
+            for i in range(5):  # quiet: one at a time
+                broker.conn.sendall(publish(b"t/q", b"{}", i + 1))
+                await run_until(lambda: len(got) == i + 1)
+                assert driver.gathering is None
+            assert gathered == []
+            burst = b"".join(publish(b"t/b", b"{}", 100 + i) for i in range(GATHER_AFTER * 3))
+            broker.conn.sendall(burst)
+            await run_until(lambda: len(got) == 5 + GATHER_AFTER * 3)
+            await run_until(lambda: driver.gathering is not None or gathered)
+            broker.conn.sendall(publish(b"t/late", b"{}", 200))
+            await run_until(lambda: len(got) == 6 + GATHER_AFTER * 3)
+            assert gathered and got[-1].topic == "t/late"
+            # Paused while gathering (made long enough to see): nothing is read until resume().
+            monkeypatch.setattr("routemq.mqtt_aio.GATHER_DELAY", 30.0)
+            broker.conn.sendall(burst.replace(b"t/b", b"t/c"))
+            await run_until(lambda: driver.gathering is not None)
+            driver.pause()
+            assert driver.gathering is None
+            before = len(got)
+            broker.conn.sendall(publish(b"t/p", b"{}", 300))
+            await asyncio.sleep(0.05)
+            assert len(got) == before
+            driver.resume()
+            await run_until(lambda: got[-1].topic == "t/p")
+            acks = lambda: [b for k, b in broker.connections[-1] if k == 4]  # noqa: E731
+            await run_until(lambda: len(acks()) == len(got))
+        finally:
+            await client_for.stop()
+    try:
+        asyncio.run(main())
+    finally:
+        broker.close()
+    assert len({(m.topic, m.mid) for m in got}) == len(got) == 7 + GATHER_AFTER * 6
