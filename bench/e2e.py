@@ -96,6 +96,9 @@ class Subscribers:
             "ROUTEMQ_LOG_FORMAT": "json", "ROUTEMQ_APP_ROOT": str(APP),
             "ROUTEMQ_RUNTIME_DIR": str(self.runtime), "ROUTEMQ_CONFIG": os.devnull,
             "ROUTEMQ_CONFIG_DIR": str(self.dir / "conf.d"),
+            # Its own journals and spool, not the host's /var/lib/routemq (the bench runs
+            # as root): a worker of an earlier run must not make suspects here.
+            "ROUTEMQ_STATE_DIR": str(self.dir / "state"),
             "ROUTEMQ_CLIENT_ID_PREFIX": self.group,
             "BENCH_OUT": str(self.out), "BENCH_INSTANCE": str(instance),
             "BENCH_QOS": str(self.qos),
