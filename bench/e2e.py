@@ -10,7 +10,9 @@ report everything (or stop making progress), then SIGTERM. Kinds:
   defaults (MQTT 3.1.1, `loop_forever`, `json.loads` in on_message): the headline baseline;
 - "bare": bench/bare_sub.py --style mqtt5, paho alone speaking MQTT 5, counting (the name
   predates "paho", and old results use it);
-- "faststream": bench/fs_sub.py, FastStream 0.7.8 MQTT, run by .venvs/bench's python.
+- "faststream": bench/fs_sub.py, FastStream 0.7.8 MQTT, run by .venvs/bench's python;
+- "c": bench/c_sub.py, `mosquitto_sub` (the C client): the ceiling the broker and the
+  publisher leave to any subscriber on this machine.
 
 Throughput is messages over (last receive - first receive) across all subscribers
 (time.monotonic is one clock for the whole machine). CPU per message is the subscribers'
@@ -32,7 +34,7 @@ from bench.procstat import cpu_seconds, rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "bench" / "app"
-KINDS = ("routemq", "paho", "bare", "faststream")
+KINDS = ("routemq", "paho", "bare", "faststream", "c")
 FS_PYTHON = ROOT / ".venvs" / "bench" / "bin" / "python"  # made by scripts/bench.sh
 TOPIC = "bench/dev-1"
 PUB_CHUNK = 50_000  # mosquitto_pub -l at QoS > 0 stops silently after 65,535 lines
@@ -108,7 +110,8 @@ class Subscribers:
     def _command(self, instance: int) -> list[str]:
         if self.kind == "routemq":
             return [sys.executable, "-m", "routemq", "worker", "--instance", str(instance)]
-        # The counting subscribers (bench/bare_sub.py, bench/fs_sub.py) take one command line.
+        # The counting subscribers (bench/bare_sub.py, fs_sub.py, c_sub.py) take one command
+        # line.
         common = ["--port", str(self.port), "--filter", f"$share/{self.group}/bench/+",
                   "--qos", str(self.qos), "--out", str(self.out), "--id", str(instance)]
         if self.kind == "faststream":
@@ -116,6 +119,8 @@ class Subscribers:
                 raise RuntimeError(f"{FS_PYTHON} missing: scripts/bench.sh installs "
                                    "requirements/bench.txt there")
             return [str(FS_PYTHON), "-m", "bench.fs_sub", *common]
+        if self.kind == "c":
+            return [sys.executable, "-m", "bench.c_sub", *common]
         style = "defaults" if self.kind == "paho" else "mqtt5"
         return [sys.executable, "-m", "bench.bare_sub", *common, "--style", style]
 

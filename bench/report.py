@@ -72,7 +72,7 @@ def _median(values: list[float]) -> float:
 
 # The subscriber kinds (bench/e2e.py) in table order, and their names in the tables.
 LABELS = {"routemq": "RouteMQ", "paho": "paho defaults", "bare": "bare MQTT 5",
-          "faststream": "FastStream"}
+          "faststream": "FastStream", "c": "mosquitto_sub (C)"}
 # Kinds whose CPU per message has a column (bare MQTT 5's stays in the JSON, for width).
 CPU_COLUMN = ("routemq", "paho", "faststream")
 

@@ -128,6 +128,20 @@ def run_until(condition, timeout=10.0):
     return main()
 
 
+def session(broker: FakeBroker, client_for, body):
+    """Run the coroutine function `body` on a fresh loop, then stop its clients and the
+    fake broker whatever happened; what `body` returned."""
+    async def main():
+        try:
+            return await body()
+        finally:
+            await client_for.stop()
+    try:
+        return asyncio.run(main())
+    finally:
+        broker.close()
+
+
 def test_deliveries_are_decoded_and_acked_in_one_batch(client_for):
     script = b"".join(publish(b"t/%d" % i, b'{"n": %d}' % i, i + 1) for i in range(20))
     broker = FakeBroker(script)
@@ -135,18 +149,12 @@ def test_deliveries_are_decoded_and_acked_in_one_batch(client_for):
 
     async def main():
         client = client_for(broker.port, got)
-        try:
-            await run_until(lambda: len(got) == 20)
-            acks = lambda: [b for k, b in broker.connections[0] if k == 4]  # noqa: E731
-            await run_until(lambda: len(acks()) == 20)
-            assert client._driver.reader is not None  # read by routemq.inbound, not paho
-            return acks()
-        finally:
-            await client_for.stop()
-    try:
-        acks = asyncio.run(main())
-    finally:
-        broker.close()
+        await run_until(lambda: len(got) == 20)
+        acks = lambda: [b for k, b in broker.connections[0] if k == 4]  # noqa: E731
+        await run_until(lambda: len(acks()) == 20)
+        assert client._driver.reader is not None  # read by routemq.inbound, not paho
+        return acks()
+    acks = session(broker, client_for, main)
     assert [(m.topic, m.payload, m.qos, m.subscription_ids) for m in got[:2]] == \
         [("t/0", b'{"n": 0}', 1, (1,)), ("t/1", b'{"n": 1}', 1, (1,))]
     assert acks == [i.to_bytes(2, "big") for i in range(1, 21)]
@@ -166,15 +174,9 @@ def test_a_malformed_packet_closes_the_connection_with_a_clear_line(client_for, 
 
     async def main():
         client_for(broker.port, got)
-        try:
-            # the connection is closed and made again (the fake broker replays its script)
-            await run_until(lambda: len(broker.connections) >= 2 and len(got) >= 2)
-        finally:
-            await client_for.stop()
-    try:
-        asyncio.run(main())
-    finally:
-        broker.close()
+        # the connection is closed and made again (the fake broker replays its script)
+        await run_until(lambda: len(broker.connections) >= 2 and len(got) >= 2)
+    session(broker, client_for, main)
     first = broker.connections[0]
     # the good message before the bad packet was delivered; the one after it never was
     assert [m.mid for m in got[:2]] == [7, 7] and all(m.topic == "t/1" for m in got)
@@ -197,42 +199,36 @@ def test_a_busy_reader_gathers_its_next_deliveries_and_a_quiet_one_never_waits(c
 
     async def main():
         client = client_for(broker.port, got)
-        try:
-            await run_until(lambda: client.connected and broker.conn is not None and any(
-                k == 8 for k, _ in broker.connections[-1]))
-            driver = client._driver
-            real = driver._gathered
-            driver._gathered = lambda fd: (gathered.append(len(got)), real(fd))
-            for i in range(5):  # quiet: one at a time
-                broker.conn.sendall(publish(b"t/q", b"{}", i + 1))
-                await run_until(lambda: len(got) == i + 1)
-                assert driver.gathering is None
-            assert gathered == []
-            burst = b"".join(publish(b"t/b", b"{}", 100 + i) for i in range(GATHER_AFTER * 3))
-            broker.conn.sendall(burst)
-            await run_until(lambda: len(got) == 5 + GATHER_AFTER * 3)
-            await run_until(lambda: driver.gathering is not None or gathered)
-            broker.conn.sendall(publish(b"t/late", b"{}", 200))
-            await run_until(lambda: len(got) == 6 + GATHER_AFTER * 3)
-            assert gathered and got[-1].topic == "t/late"
-            # Paused while gathering (made long enough to see): nothing is read until resume().
-            monkeypatch.setattr("routemq.mqtt_aio.GATHER_DELAY", 30.0)
-            broker.conn.sendall(burst.replace(b"t/b", b"t/c"))
-            await run_until(lambda: driver.gathering is not None)
-            driver.pause()
+        await run_until(lambda: client.connected and broker.conn is not None and any(
+            k == 8 for k, _ in broker.connections[-1]))
+        driver = client._driver
+        real = driver._gathered
+        driver._gathered = lambda fd: (gathered.append(len(got)), real(fd))
+        for i in range(5):  # quiet: one at a time
+            broker.conn.sendall(publish(b"t/q", b"{}", i + 1))
+            await run_until(lambda: len(got) == i + 1)
             assert driver.gathering is None
-            before = len(got)
-            broker.conn.sendall(publish(b"t/p", b"{}", 300))
-            await asyncio.sleep(0.05)
-            assert len(got) == before
-            driver.resume()
-            await run_until(lambda: got[-1].topic == "t/p")
-            acks = lambda: [b for k, b in broker.connections[-1] if k == 4]  # noqa: E731
-            await run_until(lambda: len(acks()) == len(got))
-        finally:
-            await client_for.stop()
-    try:
-        asyncio.run(main())
-    finally:
-        broker.close()
+        assert gathered == []
+        burst = b"".join(publish(b"t/b", b"{}", 100 + i) for i in range(GATHER_AFTER * 3))
+        broker.conn.sendall(burst)
+        await run_until(lambda: len(got) == 5 + GATHER_AFTER * 3)
+        await run_until(lambda: driver.gathering is not None or gathered)
+        broker.conn.sendall(publish(b"t/late", b"{}", 200))
+        await run_until(lambda: len(got) == 6 + GATHER_AFTER * 3)
+        assert gathered and got[-1].topic == "t/late"
+        # Paused while gathering (made long enough to see): nothing is read until resume().
+        monkeypatch.setattr("routemq.mqtt_aio.GATHER_DELAY", 30.0)
+        broker.conn.sendall(burst.replace(b"t/b", b"t/c"))
+        await run_until(lambda: driver.gathering is not None)
+        driver.pause()
+        assert driver.gathering is None
+        before = len(got)
+        broker.conn.sendall(publish(b"t/p", b"{}", 300))
+        await asyncio.sleep(0.05)
+        assert len(got) == before
+        driver.resume()
+        await run_until(lambda: got[-1].topic == "t/p")
+        acks = lambda: [b for k, b in broker.connections[-1] if k == 4]  # noqa: E731
+        await run_until(lambda: len(acks()) == len(got))
+    session(broker, client_for, main)
     assert len({(m.topic, m.mid) for m in got}) == len(got) == 7 + GATHER_AFTER * 6
