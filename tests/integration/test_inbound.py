@@ -4,8 +4,11 @@ one clear log line, no wrong PUBACK, and a reconnect."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import socket
+import struct
+import termios
 import threading
 import time
 
@@ -128,6 +131,11 @@ def run_until(condition, timeout=10.0):
     return main()
 
 
+def unread(sock: socket.socket) -> int:
+    """Bytes the kernel holds for `sock` that nobody has read yet."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
 def session(broker: FakeBroker, client_for, body):
     """Run the coroutine function `body` on a fresh loop, then stop its clients and the
     fake broker whatever happened; what `body` returned."""
@@ -224,8 +232,11 @@ def test_a_busy_reader_gathers_its_next_deliveries_and_a_quiet_one_never_waits(c
         assert driver.gathering is None
         before = len(got)
         broker.conn.sendall(publish(b"t/p", b"{}", 300))
-        await asyncio.sleep(0.05)
-        assert len(got) == before
+        sock = driver.client.socket()
+        await run_until(lambda: unread(sock) > 0)  # it arrived, in the kernel's buffer
+        for _ in range(20):
+            await asyncio.sleep(0)  # loop turns in which a reader would have taken it
+        assert unread(sock) > 0 and len(got) == before
         driver.resume()
         await run_until(lambda: got[-1].topic == "t/p")
         acks = lambda: [b for k, b in broker.connections[-1] if k == 4]  # noqa: E731
