@@ -1,7 +1,7 @@
-"""`make bench`: every benchmark of issue 6 in one run, a table on stdout and a JSON file.
+"""`make bench`: every benchmark (issues 6 and 14) in one run, a table on stdout and a JSON file.
 
     python -m bench.run [--messages 100000] [--repeats 3] [--workers 1,2,4] [--qos 0,1]
-                        [--kinds routemq,paho,bare,faststream] [--skip-dispatch]
+                        [--kinds routemq,paho,bare,faststream,c] [--skip-dispatch]
                         [--out FILE] [--publish]
 
 Results go to bench/results/latest.json and latest.md (not committed); --publish also
