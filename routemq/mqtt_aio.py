@@ -17,7 +17,7 @@ What paho's `loop_forever` did is done here, on the loop:
   sending faster than one message per wake-up), the socket is left alone for GATHER_DELAY
   before the next read. Each wake-up of a busy worker costs far more than its system calls
   (its caches are cold after the broker and the other workers ran), so bigger, fewer batches
-  lower the CPU per message: measured with 2 workers at QoS 1, 18 -> 12 us, and the
+  lower the CPU per message: measured with 2 workers at QoS 1, 16-18 -> 11-12 us, and the
   broker and publisher get the cores sooner. A worker receiving one message at a time never
   waits; a busy one adds at most GATHER_DELAY to a message's latency, and the broker's
   in-flight window (Receive Maximum) is far from full in that time;
